@@ -1,0 +1,178 @@
+"""The reranking contract: ``Reranker``, ``Hit`` and the shared argument checks.
+
+Every strategy returns a permutation of the input indices (cut to ``top_k``), each with a
+float score where higher is better. Nothing is ever lost, duplicated or invented, whatever a
+model emits: strategies produce one score per input document and :func:`hits_from_scores`
+turns those into the ranked list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "BaseReranker",
+    "Hit",
+    "Reranker",
+    "hits_from_scores",
+    "validate_documents",
+    "validate_query",
+    "validate_top_k",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One ranked document: its position in the input list and its rerank score.
+
+    Example:
+        >>> Hit(index=2, score=0.5)
+        Hit(index=2, score=0.5)
+    """
+
+    index: int
+    score: float
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Anything that reranks documents for a query.
+
+    ``rerank`` returns a permutation of ``range(len(documents))`` cut to ``top_k``, as
+    :class:`Hit` objects ordered best first.
+    """
+
+    def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None) -> list[Hit]: ...
+
+    async def arerank(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> list[Hit]: ...
+
+
+def validate_query(query: object) -> str:
+    """Return ``query`` if it is a non-blank string, else raise ``ValueError`` naming it."""
+    if not isinstance(query, str):
+        raise ValueError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query must be a non-empty string (got an empty or blank query)")
+    return query
+
+
+def validate_documents(documents: object) -> list[str]:
+    """Return ``documents`` as a list of str, else raise ``ValueError`` naming the bad item."""
+    if isinstance(documents, (str, bytes)):
+        raise ValueError("documents must be a sequence of str, got a single string")
+    if not isinstance(documents, Sequence):
+        raise ValueError(f"documents must be a sequence of str, got {type(documents).__name__}")
+    out = list(documents)
+    for i, doc in enumerate(out):
+        if not isinstance(doc, str):
+            raise ValueError(f"documents[{i}] must be a str, got {type(doc).__name__}")
+    return out
+
+
+def validate_top_k(top_k: object) -> int | None:
+    """Return ``top_k`` if it is ``None`` or a positive int, else raise ``ValueError``."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be a positive int or None, got {top_k}")
+    return top_k
+
+
+def hits_from_scores(scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
+    """Rank indices by score, best first; ties keep input order.
+
+    Non-finite scores (NaN) rank last instead of corrupting the sort.
+
+    Example:
+        >>> hits_from_scores([0.1, 0.9, 0.5], top_k=2)
+        [Hit(index=1, score=0.9), Hit(index=2, score=0.5)]
+    """
+    clean = [float(s) for s in scores]
+    order = sorted(
+        range(len(clean)),
+        key=lambda i: (0 if not math.isnan(clean[i]) else 1, -clean[i] if not math.isnan(clean[i]) else 0.0, i),
+    )
+    if top_k is not None:
+        order = order[:top_k]
+    return [Hit(index=i, score=clean[i]) for i in order]
+
+
+class BaseReranker(ABC):
+    """Narrow base for strategies: implement :meth:`score`, get the whole contract.
+
+    ``score(query, documents)`` returns one float per document (higher is better). The base
+    validates arguments, handles the empty list, sorts and cuts to ``top_k``. Strategies that
+    can batch several queries override :meth:`score_batch`.
+    """
+
+    #: registry name of the strategy, e.g. ``"pointwise"``
+    name: str = ""
+
+    @abstractmethod
+    def score(self, query: str, documents: list[str]) -> list[float]:
+        """One score per document, aligned with ``documents``; ``documents`` is non-empty."""
+
+    def score_batch(self, queries: list[str], documents: list[list[str]]) -> list[list[float]]:
+        """Scores for several (query, documents) requests; the default loops over them."""
+        return [self.score(q, d) for q, d in zip(queries, documents, strict=True)]
+
+    def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None) -> list[Hit]:
+        """Rank ``documents`` for ``query``, best first, cut to ``top_k``."""
+        query = validate_query(query)
+        docs = validate_documents(documents)
+        top_k = validate_top_k(top_k)
+        if not docs:
+            return []
+        return hits_from_scores(self._checked_scores(self.score(query, docs), len(docs)), top_k)
+
+    def rerank_batch(
+        self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: int | None = None
+    ) -> list[list[Hit]]:
+        """Rerank several requests at once (strategies may batch their forward passes)."""
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise ValueError("queries must be a sequence of str")
+        if not isinstance(documents, Sequence) or len(documents) != len(queries):
+            raise ValueError("documents must be a sequence with one list of documents per query")
+        qs = [validate_query(q) for q in queries]
+        ds = [validate_documents(d) for d in documents]
+        top_k = validate_top_k(top_k)
+        live = [i for i, d in enumerate(ds) if d]
+        results: list[list[Hit]] = [[] for _ in qs]
+        if live:
+            scored = self.score_batch([qs[i] for i in live], [ds[i] for i in live])
+            for i, scores in zip(live, scored, strict=True):
+                results[i] = hits_from_scores(self._checked_scores(scores, len(ds[i])), top_k)
+        return results
+
+    async def arerank(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> list[Hit]:
+        """Async :meth:`rerank`: runs in a worker thread; the core micro-batches concurrent calls."""
+        return await asyncio.to_thread(self.rerank, query, documents, top_k)
+
+    def _checked_scores(self, scores: Sequence[float], n: int) -> list[float]:
+        out = [float(s) for s in scores]
+        if len(out) != n:
+            raise RuntimeError(
+                f"{type(self).__name__}.score returned {len(out)} scores for {n} documents"
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._repr_args()})"
+
+    def _repr_args(self) -> str:
+        return ""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings of this reranker, for benchmark reports."""
+        return {"name": self.name}
