@@ -1,0 +1,465 @@
+"""The shared scoring core: prompt building and the model primitives strategies use.
+
+Primitives:
+    * :meth:`ScoringCore.next_token_logits`: for a batch of prompts, the logits of chosen next
+      tokens, computed from the last hidden state of each row projected onto only those rows
+      of the output embedding (never full-vocabulary logits for every position).
+    * :meth:`ScoringCore.generate`: short greedy generation.
+    * :meth:`ScoringCore.encode_chat`: chat-template prompts whose documents are truncated
+      to a token budget, never the instruction or the assistant prefix.
+
+Concurrent callers (threads, or async tasks through ``asyncio.to_thread``) are micro-batched:
+requests that arrive while a forward pass runs are merged into the next one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rerank_plugins.scoring.model import LoadedModel, load_model
+
+__all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
+
+logger = logging.getLogger(__name__)
+
+_SENTINEL = "\u2063RERANKPLUGINSUSER\u2063"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A prompt part that may be truncated to the document token budget."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class EncodedPrompt:
+    """Token ids of a prompt and where each :class:`Document` part landed in them."""
+
+    input_ids: list[int]
+    spans: list[tuple[int, int]]
+    truncated: int = 0
+
+
+@dataclass
+class CoreStats:
+    """Thread-safe counters; benchmarks read deltas of :meth:`snapshot`."""
+
+    forward_passes: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    truncated_documents: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, value in deltas.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "forward_passes": self.forward_passes,
+                "prompt_tokens": self.prompt_tokens,
+                "generated_tokens": self.generated_tokens,
+                "truncated_documents": self.truncated_documents,
+            }
+
+
+@dataclass
+class _Request:
+    prompts: list[list[int]]
+    token_ids: list[list[int]]
+    prefix: tuple[int, ...] | None
+    result: torch.Tensor | list[torch.Tensor] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class ScoringCore:
+    """Model primitives over one loaded causal LM; build with :func:`get_core`.
+
+    Args:
+        loaded: the process-wide :class:`LoadedModel`.
+        max_batch_tokens: padded tokens per forward pass (rows x longest row); bounds
+            activation memory, so lower it when sharing a GPU.
+
+    Example:
+        >>> core = get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        >>> ids = core.encode_chat(["Is the sky blue? Answer Yes or No."]).input_ids  # doctest: +SKIP
+        >>> core.next_token_logits([ids], core.token_ids(["Yes", "No"]))  # doctest: +SKIP
+    """
+
+    def __init__(self, loaded: LoadedModel, *, max_batch_tokens: int = 16384) -> None:
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be positive")
+        self.loaded = loaded
+        self.max_batch_tokens = max_batch_tokens
+        self.stats = CoreStats()
+        self._pending: list[_Request] = []
+        self._pending_lock = threading.Lock()
+        self._template_cache: dict[str | None, tuple[str, str]] = {}
+        cfg = loaded.model.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
+        self._softcap = getattr(text_cfg, "final_logit_softcapping", None)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.loaded.dtype
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    def __repr__(self) -> str:
+        return f"ScoringCore({self.name!r}, device={self.device}, dtype={self.dtype})"
+
+    # ------------------------------------------------------------------ tokens and prompts
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def token_ids(self, words: Sequence[str]) -> list[int]:
+        """The single token id of each word; ``ValueError`` if a word is not one token."""
+        out = []
+        for w in words:
+            ids = self.tokenize(w)
+            if len(ids) != 1:
+                raise ValueError(f"{w!r} is {len(ids)} tokens for this tokenizer, expected one")
+            out.append(ids[0])
+        return out
+
+    def _template_halves(self, system: str | None) -> tuple[str, str]:
+        if system not in self._template_cache:
+            tok = self.tokenizer
+            if getattr(tok, "chat_template", None):
+                messages = [{"role": "user", "content": _SENTINEL}]
+                if system is not None:
+                    messages.insert(0, {"role": "system", "content": system})
+                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                head, _, tail = text.partition(_SENTINEL)
+                if not _:
+                    raise RuntimeError("the chat template dropped the user message")
+            else:
+                # No chat template (base models): plain text with a simple answer cue.
+                head = (system + "\n\n") if system else ""
+                tail = "\n"
+            self._template_cache[system] = (head, tail)
+        return self._template_cache[system]
+
+    def encode_chat(
+        self,
+        parts: Sequence[str | Document | Sequence[int]],
+        *,
+        system: str | None = None,
+        assistant_prefix: str | Sequence[int] = "",
+        doc_max_tokens: int | None = None,
+    ) -> EncodedPrompt:
+        """Build a chat prompt: the user turn holds ``parts``, then the assistant turn opens.
+
+        Fixed text (``str``) and raw ids are kept whole; each :class:`Document` is cut to
+        ``doc_max_tokens`` (counted in ``stats.truncated_documents`` and logged). Parts are
+        tokenized separately so every document's token span is known exactly.
+
+        Example:
+            >>> enc = core.encode_chat(["Query: x\\n", Document("long text")], doc_max_tokens=64)  # doctest: +SKIP
+            >>> enc.spans  # doctest: +SKIP
+            [(12, 14)]
+        """
+        if doc_max_tokens is not None and doc_max_tokens < 1:
+            raise ValueError(f"doc_max_tokens must be a positive int or None, got {doc_max_tokens}")
+        head, tail = self._template_halves(system)
+        ids = self.tokenize(head)
+        spans: list[tuple[int, int]] = []
+        truncated = 0
+        for part in parts:
+            if isinstance(part, Document):
+                t = self.tokenize(part.text)
+                if doc_max_tokens is not None and len(t) > doc_max_tokens:
+                    t = t[:doc_max_tokens]
+                    truncated += 1
+                spans.append((len(ids), len(ids) + len(t)))
+                ids.extend(t)
+            elif isinstance(part, str):
+                ids.extend(self.tokenize(part))
+            else:
+                ids.extend(int(i) for i in part)
+        ids.extend(self.tokenize(tail))
+        if isinstance(assistant_prefix, str):
+            if assistant_prefix:
+                ids.extend(self.tokenize(assistant_prefix))
+        else:
+            ids.extend(int(i) for i in assistant_prefix)
+        if truncated:
+            self.stats.add(truncated_documents=truncated)
+            logger.info("truncated %d document(s) to %d tokens", truncated, doc_max_tokens)
+        return EncodedPrompt(ids, spans, truncated)
+
+    def _check_length(self, n: int) -> None:
+        if n > self.max_length:
+            raise ValueError(
+                f"prompt of {n} tokens exceeds the model's context of {self.max_length}; "
+                "lower the per-document token budget or the window size"
+            )
+
+    # ------------------------------------------------------------------ primitives
+    def next_token_logits(
+        self,
+        prompts: Sequence[Sequence[int]],
+        token_ids: Sequence[int] | Sequence[Sequence[int]],
+        *,
+        prefix: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Logits of ``token_ids`` as the next token after each prompt, shape ``[B, K]``.
+
+        Args:
+            prompts: token ids per row (continuations of ``prefix`` when given).
+            token_ids: the K candidate next tokens, shared by all rows, or one list per row
+                (all of length K).
+            prefix: ids shared by every row; its KV cache is computed once and reused.
+
+        Returns:
+            float32 CPU tensor ``[len(prompts), K]``.
+        """
+        rows = [list(map(int, p)) for p in prompts]
+        if not rows:
+            return torch.empty(0, 0)
+        if any(not r for r in rows) and prefix is None:
+            raise ValueError("prompts must not be empty token lists")
+        if token_ids and isinstance(token_ids[0], (list, tuple)):
+            per_row = [list(map(int, t)) for t in token_ids]  # type: ignore[arg-type]
+            if len(per_row) != len(rows) or len({len(t) for t in per_row}) != 1:
+                raise ValueError("token_ids per row must give one equal-length list per prompt")
+        else:
+            shared = [int(t) for t in token_ids]  # type: ignore[arg-type]
+            if not shared:
+                raise ValueError("token_ids must not be empty")
+            per_row = [shared] * len(rows)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if any(not 0 <= t < vocab for ids in per_row for t in ids):
+            raise ValueError(f"token_ids must be in [0, {vocab})")
+        pre = tuple(map(int, prefix)) if prefix is not None else None
+        for r in rows:
+            self._check_length(len(r) + (len(pre) if pre else 0))
+        request = _Request(rows, per_row, pre)
+        return self._submit(request)
+
+    def _submit(self, request: _Request) -> torch.Tensor:
+        # Micro-batching: whoever holds the model lock serves every request queued so far.
+        with self._pending_lock:
+            self._pending.append(request)
+        with self.loaded.lock:
+            if not request.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._serve(batch)
+        if request.error is not None:
+            raise request.error
+        assert isinstance(request.result, torch.Tensor)
+        return request.result
+
+    def _serve(self, batch: list[_Request]) -> None:
+        groups: dict[tuple[tuple[int, ...] | None, int], list[_Request]] = {}
+        for req in batch:
+            groups.setdefault((req.prefix, len(req.token_ids[0])), []).append(req)
+        for (prefix, _k), reqs in groups.items():
+            rows = [r for req in reqs for r in req.prompts]
+            ids = [t for req in reqs for t in req.token_ids]
+            try:
+                out = self._logits_rows(rows, ids, prefix)
+            except BaseException as exc:
+                for req in reqs:
+                    req.error, req.done = exc, True
+                continue
+            start = 0
+            for req in reqs:
+                req.result = out[start : start + len(req.prompts)]
+                start += len(req.prompts)
+                req.done = True
+
+    def _chunks(self, lengths: list[int], extra: int = 0) -> list[list[int]]:
+        """Row indices grouped so rows x (longest + extra) stays under max_batch_tokens."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            longest = max([lengths[j] for j in cur] + [lengths[i]]) + extra
+            if cur and longest * (len(cur) + 1) > self.max_batch_tokens:
+                chunks.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            chunks.append(cur)
+        return chunks
+
+    @torch.inference_mode()
+    def _logits_rows(
+        self, rows: list[list[int]], token_ids: list[list[int]], prefix: tuple[int, ...] | None
+    ) -> torch.Tensor:
+        model = self.model
+        base = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+        head = model.get_output_embeddings()
+        pad = int(self.tokenizer.pad_token_id)
+        out = torch.empty(len(rows), len(token_ids[0]), dtype=torch.float32)
+        prefix_cache = None
+        p_len = len(prefix) if prefix else 0
+        if prefix:
+            pre_ids = torch.tensor([prefix], device=self.device)
+            prefix_cache = base(input_ids=pre_ids, use_cache=True).past_key_values
+            self.stats.add(forward_passes=1, prompt_tokens=p_len)
+        for chunk in self._chunks([len(r) for r in rows], extra=p_len):
+            longest = max(len(rows[i]) for i in chunk)
+            if longest == 0:  # every row is exactly the prefix: score the prefix's last position
+                raise ValueError("a prompt continuing a prefix must add at least one token")
+            # Right padding plus each row's own last index: positions stay exact, no position_ids needed.
+            ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+            for j, i in enumerate(chunk):
+                ids[j, : len(rows[i])] = torch.tensor(rows[i])
+                mask[j, : len(rows[i])] = 1
+            kwargs: dict[str, Any] = {}
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(chunk))
+                kwargs["past_key_values"] = cache
+                mask = torch.cat([torch.ones(len(chunk), p_len, dtype=torch.long), mask], dim=1)
+            hidden = base(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                use_cache=prefix_cache is not None,
+                **kwargs,
+            ).last_hidden_state
+            last = torch.tensor([len(rows[i]) - 1 for i in chunk], device=self.device)
+            h = hidden[torch.arange(len(chunk), device=self.device), last]  # [b, H]
+            wanted = torch.tensor([token_ids[i] for i in chunk], device=self.device)  # [b, K]
+            w = head.weight[wanted]  # [b, K, H]: only the rows we need
+            logits = torch.einsum("bh,bkh->bk", h.to(w.dtype), w)
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[wanted]
+            if self._softcap:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+            out[torch.tensor(chunk)] = logits.float().cpu()
+            self.stats.add(forward_passes=1, prompt_tokens=int(sum(len(rows[i]) for i in chunk)))
+        return out
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64) -> list[str]:
+        """Greedy continuations (decoded, special tokens skipped) of each prompt."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        rows = [list(map(int, p)) for p in prompts]
+        if not rows:
+            return []
+        if any(not r for r in rows):
+            raise ValueError("prompts must not be empty token lists")
+        for r in rows:
+            self._check_length(len(r) + max_new_tokens)
+        pad = int(self.tokenizer.pad_token_id)
+        texts: list[str] = [""] * len(rows)
+        with self.loaded.lock:
+            for chunk in self._chunks([len(r) for r in rows], extra=max_new_tokens):
+                longest = max(len(rows[i]) for i in chunk)
+                # Left padding for generation: every row's next token sits at the same column.
+                ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+                for j, i in enumerate(chunk):
+                    ids[j, longest - len(rows[i]) :] = torch.tensor(rows[i])
+                    mask[j, longest - len(rows[i]) :] = 1
+                gen = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
+                new = gen[:, longest:]
+                n_new = int((new != pad).sum())
+                for j, i in enumerate(chunk):
+                    texts[i] = self.tokenizer.decode(new[j], skip_special_tokens=True)
+                self.stats.add(
+                    forward_passes=int(new.shape[1]),
+                    prompt_tokens=int(mask.sum()),
+                    generated_tokens=n_new,
+                )
+        return texts
+
+    @torch.inference_mode()
+    def forward(self, input_ids: Sequence[int]) -> None:
+        """One plain forward pass (last-position logits only): the benchmarks' bare reference."""
+        ids = list(map(int, input_ids))
+        if not ids:
+            raise ValueError("input_ids must not be empty")
+        self._check_length(len(ids))
+        with self.loaded.lock:
+            self.model(input_ids=torch.tensor([ids], device=self.device), logits_to_keep=1)
+        self.stats.add(forward_passes=1, prompt_tokens=len(ids))
+
+
+_cores: dict[tuple[int, int], ScoringCore] = {}
+_cores_lock = threading.Lock()
+
+
+def clear_cores() -> None:
+    """Forget every core and loaded model (for tests and long-lived apps swapping models)."""
+    from rerank_plugins.scoring.model import clear_cache
+
+    with _cores_lock:
+        _cores.clear()
+    clear_cache()
+
+
+def get_core(
+    model: str | os.PathLike[str] | ScoringCore,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: Any = None,
+    trust_remote_code: bool = False,
+    gpu_memory_fraction: float | None = None,
+    max_batch_tokens: int = 16384,
+) -> ScoringCore:
+    """The process-wide :class:`ScoringCore` for a model (loaded once, then shared).
+
+    Example:
+        >>> core = get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        >>> core is get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        True
+    """
+    if isinstance(model, ScoringCore):
+        return model
+    loaded = load_model(
+        model,
+        device=device,
+        dtype=dtype,  # type: ignore[arg-type]
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        gpu_memory_fraction=gpu_memory_fraction,
+    )
+    key = (id(loaded), max_batch_tokens)
+    with _cores_lock:
+        if key not in _cores:
+            _cores[key] = ScoringCore(loaded, max_batch_tokens=max_batch_tokens)
+        return _cores[key]
