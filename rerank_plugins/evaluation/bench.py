@@ -1,0 +1,834 @@
+"""The rerank benchmark: quality and cost of each method over a first-stage run.
+
+For every query the top ``depth`` first-stage candidates are reranked by each method and the
+rest are kept below them in first-stage order. Two baselines always run: the first stage
+itself (``first-stage``) and the identity reranker (``identity``, which measures the
+plumbing). When a model is involved, the "bare forward" reference is timed too: one forward
+pass over one prompt holding the query and all reranked passages; each method's median
+seconds per query is reported as a ratio to it.
+
+Measured per method and query: wall-clock seconds of ``rerank`` (one untimed warm-up call on a
+two-document input runs first), forward passes, prompt and generated tokens and truncated
+documents (deltas of ``core.stats``), the strategy's own counters (``reranker.last_stats``),
+peak CPU RSS (a background thread samples the process RSS every 10 ms with psutil; the value is
+the whole process, model weights included) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+
+Results go to ``<out>/results.json`` (per-query records with the ranked document ids, so
+metrics can be recomputed), ``<out>/results.md`` and ``<out>/ndcg_vs_seconds.png``. Running
+again with the same ``out`` resumes: finished (method, query) pairs are skipped.
+
+Example:
+    >>> from rerank_plugins.evaluation import load_candidates, load_trec_qrels
+    >>> from rerank_plugins.evaluation.bench import MethodSpec, run_benchmark
+    >>> result = run_benchmark(  # doctest: +SKIP
+    ...     load_candidates("bm25_dl19_top100.jsonl"), load_trec_qrels("qrels.dl19-passage.txt"),
+    ...     [MethodSpec("pointwise", {"model": "Qwen/Qwen2.5-0.5B-Instruct"})], out_dir="bench-out/dl19",
+    ...     depth=20, rel_level=2)
+    >>> print(result.markdown)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins.evaluation.loaders import Qrels, RerankQuery
+from rerank_plugins.evaluation.metrics import DEFAULT_MEASURES, evaluate, measure_names
+
+__all__ = [
+    "BARE_FORWARD",
+    "FIRST_STAGE",
+    "IDENTITY",
+    "BenchResult",
+    "MethodSpec",
+    "bare_forward_prompt",
+    "parse_method_spec",
+    "render_markdown",
+    "run_benchmark",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+FIRST_STAGE = "first-stage"
+IDENTITY = "identity"
+BARE_FORWARD = "bare-forward"
+RESULTS_VERSION = 1
+_STAT_KEYS = ("forward_passes", "prompt_tokens", "generated_tokens", "truncated_documents")
+
+
+# --------------------------------------------------------------------------- method specs
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method to benchmark: registry name, factory options, and the row label.
+
+    Example:
+        >>> MethodSpec("listwise", {"window": 20}).label
+        'listwise'
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("method name must be a non-empty string")
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
+def _parse_value(text: str) -> Any:
+    t = text.strip()
+    if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
+        return t[1:-1]
+    low = t.lower()
+    if low == "true":
+        return True
+    if low == "false":
+        return False
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_method_spec(text: str) -> MethodSpec:
+    """Parse ``name[:key=value,...]``; values become int, float, bool, None or str.
+
+    ``label=...`` names the result row (so two configurations of one method get two rows).
+    Quote a value ('...' or "...") to keep it a string; values cannot contain commas.
+
+    Example:
+        >>> parse_method_spec("listwise:mode=first,window=20,label=first-w20")
+        MethodSpec(name='listwise', options={'mode': 'first', 'window': 20}, label='first-w20')
+        >>> parse_method_spec("attention:calibrate=false").options
+        {'calibrate': False}
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("method spec must be a non-empty string like 'listwise:window=20'")
+    name, _, rest = text.strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"method spec {text!r} has no name before ':'")
+    options: dict[str, Any] = {}
+    if rest.strip():
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key.isidentifier():
+                raise ValueError(f"method spec {text!r}: expected key=value, got {item.strip()!r}")
+            if key in options:
+                raise ValueError(f"method spec {text!r}: option {key!r} given twice")
+            options[key] = _parse_value(value)
+    label = options.pop("label", None)
+    if label is not None and not isinstance(label, str):
+        label = str(label)
+    return MethodSpec(name=name, options=options, label=label or name)
+
+
+def _accepts(factory: Callable[..., Any], param: str) -> bool:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == param or p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    )
+
+
+def with_shared_options(spec: MethodSpec, shared: dict[str, Any]) -> MethodSpec:
+    """``spec`` with each ``shared`` option (e.g. ``model``) added where its factory takes it.
+
+    The method's own options win; ``None`` values are not passed.
+    """
+    from rerank_plugins import registry
+
+    factory = registry.get_factory(spec.name)
+    options = dict(spec.options)
+    for key, value in shared.items():
+        if value is not None and key not in options and _accepts(factory, key):
+            options[key] = value
+    return MethodSpec(spec.name, options, spec.label)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class _RssSampler:
+    """Background thread sampling this process's RSS; :meth:`take` returns the peak since last take."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        try:
+            import psutil
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("peak memory needs psutil: pip install 'rerank-plugins[eval]'") from e
+        self._proc = psutil.Process()
+        self._interval = interval
+        self._peak = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        rss = int(self._proc.memory_info().rss)
+        with self._lock:
+            self._peak = max(self._peak, rss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> _RssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def take(self) -> int:
+        self._sample()
+        with self._lock:
+            peak, self._peak = self._peak, 0
+        self._sample()  # the next window starts from the current level
+        return peak
+
+
+def _cuda_available() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
+
+
+def _cuda_reset() -> None:
+    if _cuda_available():
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_peak() -> int | None:
+    if _cuda_available():
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return None
+
+
+def _stats(core: Any) -> dict[str, int]:
+    if core is None:
+        return dict.fromkeys(_STAT_KEYS, 0)
+    snap = core.stats.snapshot()
+    return {k: int(snap.get(k, 0)) for k in _STAT_KEYS}
+
+
+def bare_forward_prompt(
+    core: Any, query: str, passages: Sequence[str], doc_max_tokens: int | None
+) -> tuple[list[int], int, int | None]:
+    """The bare-forward reference prompt: the query and every passage, numbered, in one chat turn.
+
+    Passages are cut to ``doc_max_tokens`` each; when the prompt would still exceed the
+    model's context, the per-passage budget is lowered until it fits.
+
+    Returns:
+        (token ids, number of truncated passages, the per-passage budget used).
+    """
+    from rerank_plugins.scoring import Document
+
+    parts: list[Any] = [f"Query: {query}\n\nPassages:\n"]
+    for i, text in enumerate(passages, start=1):
+        parts += [f"[{i}] ", Document(text), "\n"]
+    budget = doc_max_tokens
+    limit = int(getattr(core, "max_length", 0) or 0)
+    while True:
+        enc = core.encode_chat(parts, doc_max_tokens=budget)
+        n = len(enc.input_ids)
+        if not limit or n <= limit:
+            return list(enc.input_ids), int(enc.truncated), budget
+        longest = max((e - s for s, e in enc.spans), default=0)
+        new_budget = int(longest * limit / n) - 1
+        if new_budget < 1 or (budget is not None and new_budget >= budget):
+            raise ValueError(f"the bare-forward prompt ({n} tokens) cannot fit the model's context of {limit}")
+        budget = new_budget
+
+
+# --------------------------------------------------------------------------- results file
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _load_results(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); remove it or pass fresh=True (--fresh)") from None
+    if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION or "methods" not in data:
+        raise ValueError(f"{path}: not a results file of this version; remove it or pass fresh=True (--fresh)")
+    return data
+
+
+def _save_results(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in options.items():
+        out[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+    return out
+
+
+# --------------------------------------------------------------------------- runner
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_benchmark` produced: the results dict, its summary and the files written."""
+
+    data: dict[str, Any]
+    summary: list[dict[str, Any]]
+    markdown: str
+    results_path: Path
+    markdown_path: Path
+    plot_path: Path | None
+
+
+def run_benchmark(
+    queries: Sequence[RerankQuery],
+    qrels: Qrels,
+    methods: Sequence[MethodSpec],
+    *,
+    out_dir: str | os.PathLike[str],
+    depth: int = 20,
+    limit: int | None = None,
+    dataset: str = "dataset",
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    rel_level: int = 1,
+    bare_forward: bool = True,
+    bare_forward_queries: int | None = None,
+    bare_forward_model: str | None = None,
+    doc_max_tokens: int | None = 512,
+    fresh: bool = False,
+    progress: bool | None = None,
+    plot: bool = True,
+    command: str | None = None,
+) -> BenchResult:
+    """Rerank the first ``depth`` candidates of each query with every method and measure it.
+
+    Args:
+        queries: first-stage candidates per query (see :mod:`rerank_plugins.evaluation.loaders`).
+        qrels: judgments; queries without any are skipped (logged).
+        methods: methods to run after the two baselines (``first-stage``, ``identity``);
+            labels must be unique. Options are passed to ``registry.create`` as given.
+        out_dir: where results.json, results.md and the plot go; an existing results.json
+            there is resumed unless ``fresh``.
+        depth: how many first-stage candidates each method reranks.
+        limit: keep only the first ``limit`` judged queries (input order).
+        dataset: a name recorded in the results (resuming checks it).
+        measures: ir-measures names for the table; ``rel_level`` applies to binary ones.
+        bare_forward: time the bare-forward reference for each distinct model core.
+        bare_forward_queries: time it on the first N queries only (None: all).
+        bare_forward_model: a model to time the reference with when no method has a core.
+        doc_max_tokens: per-passage token budget of the bare-forward prompt.
+        fresh: ignore (overwrite) an existing results.json.
+        progress: tqdm bars; None shows them only on a terminal.
+        plot: write the nDCG@10-vs-seconds PNG (needs matplotlib).
+        command: the command line, recorded in the results.
+
+    Returns:
+        A :class:`BenchResult`.
+
+    Example:
+        >>> from rerank_plugins.evaluation.loaders import Candidate, RerankQuery
+        >>> qs = [RerankQuery("q1", "red apple", (Candidate("d1", "blue sky", 2.0), Candidate("d2", "red apple", 1.0)))]
+        >>> r = run_benchmark(qs, {"q1": {"d2": 1}}, [], out_dir="/tmp/bench-doc", fresh=True, plot=False)
+        >>> [row["label"] for row in r.summary]
+        ['first-stage', 'identity']
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive int, got {depth!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if bare_forward_queries is not None and bare_forward_queries < 1:
+        raise ValueError(f"bare_forward_queries must be a positive int or None, got {bare_forward_queries!r}")
+    measure_names(measures, rel_level)  # fail early on a bad measure name
+
+    specs = _all_specs(methods)
+    judged = [q for q in queries if q.qid in qrels]
+    if len(judged) < len(queries):
+        logger.warning("skipping %d queries without judgments", len(queries) - len(judged))
+    selected = judged[:limit] if limit is not None else judged
+    selected = [q for q in selected if q.candidates]
+    if not selected:
+        raise ValueError("no judged query with candidates to benchmark")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    data = None if fresh else _load_results(results_path)
+    if data is None:
+        data = {"version": RESULTS_VERSION, "created": _now(), "config": {}, "methods": {}}
+    _check_resume(data, results_path, dataset=dataset, depth=depth, specs=specs)
+    data["config"] = {
+        "dataset": dataset,
+        "depth": depth,
+        "limit": limit,
+        "queries": [q.qid for q in selected],
+        "measures": list(measures),
+        "rel_level": rel_level,
+        "bare_forward_queries": bare_forward_queries,
+        "doc_max_tokens": doc_max_tokens,
+        "machine": _machine(),
+        "command": command,
+    }
+    data["updated"] = _now()
+
+    saver = _Saver(results_path, data)
+    try:
+        with _RssSampler() as sampler:
+            _run_first_stage(data, selected)
+            cores = _run_methods(data, specs, selected, depth, sampler, saver, progress,
+                                 bare_forward, bare_forward_queries, bare_forward_model, doc_max_tokens)
+            del cores
+    finally:
+        saver.save(force=True)
+
+    summary = summarize(data, qrels, measures=measures, rel_level=rel_level)
+    md = render_markdown(summary, data, measures=measures, rel_level=rel_level)
+    md_path = out / "results.md"
+    md_path.write_text(md, encoding="utf-8")
+    plot_path = _plot(summary, out / "ndcg_vs_seconds.png", dataset, measures, rel_level) if plot else None
+    return BenchResult(data, summary, md, results_path, md_path, plot_path)
+
+
+def _all_specs(methods: Sequence[MethodSpec]) -> list[MethodSpec]:
+    specs = [MethodSpec(IDENTITY, {}, IDENTITY)]
+    for m in methods:
+        if not isinstance(m, MethodSpec):
+            raise ValueError(f"methods must be MethodSpec objects, got {type(m).__name__}")
+        if m.label in (FIRST_STAGE, BARE_FORWARD) or m.label.startswith(BARE_FORWARD + " "):
+            raise ValueError(f"label {m.label!r} is reserved; pick another with label=...")
+        if m.label == IDENTITY and m.name == IDENTITY and not m.options:
+            continue  # the identity baseline is always there
+        if any(s.label == m.label for s in specs):
+            raise ValueError(f"two methods share the label {m.label!r}; give one a label=...")
+        specs.append(m)
+    return specs
+
+
+def _check_resume(data: dict[str, Any], path: Path, *, dataset: str, depth: int, specs: list[MethodSpec]) -> None:
+    cfg = data.get("config") or {}
+    if not data["methods"]:
+        return
+    hint = "use another --out folder or --fresh"
+    if cfg.get("dataset") != dataset:
+        raise ValueError(f"{path} holds results for dataset {cfg.get('dataset')!r}, not {dataset!r}; {hint}")
+    if cfg.get("depth") != depth:
+        raise ValueError(f"{path} was run with depth {cfg.get('depth')}, not {depth}; {hint}")
+    for spec in specs:
+        old = data["methods"].get(spec.label)
+        if old is None or old.get("kind") != "method":
+            continue
+        if old.get("name") != spec.name or old.get("options") != _jsonable(spec.options):
+            raise ValueError(
+                f"{path}: label {spec.label!r} was run as {old.get('name')} {old.get('options')}, "
+                f"now {spec.name} {_jsonable(spec.options)}; give it another label=... or {hint}"
+            )
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class _Saver:
+    """Writes results.json after each record, at most once per second (and always at the end)."""
+
+    def __init__(self, path: Path, data: dict[str, Any], every: float = 1.0) -> None:
+        self.path, self.data, self.every = path, data, every
+        self._last = 0.0
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            self.data["updated"] = _now()
+            _save_results(self.path, self.data)
+            self._last = now
+
+
+def _entry(data: dict[str, Any], label: str, **meta: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = data["methods"].setdefault(label, {"records": {}})
+    entry.update(meta)
+    entry.setdefault("records", {})
+    return entry
+
+
+def _run_first_stage(data: dict[str, Any], queries: Sequence[RerankQuery]) -> None:
+    entry = _entry(data, FIRST_STAGE, kind="baseline", name=FIRST_STAGE, options={})
+    for q in queries:
+        entry["records"].setdefault(q.qid, {"ranking": [c.docid for c in q.candidates], "seconds": None})
+
+
+def _bar(total: int, initial: int, desc: str, progress: bool | None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="q", disable=None if progress is None else not progress)
+
+
+def _run_methods(
+    data: dict[str, Any],
+    specs: list[MethodSpec],
+    queries: Sequence[RerankQuery],
+    depth: int,
+    sampler: _RssSampler,
+    saver: _Saver,
+    progress: bool | None,
+    bare_forward: bool,
+    bare_forward_queries: int | None,
+    bare_forward_model: str | None,
+    doc_max_tokens: int | None,
+) -> list[Any]:
+    from rerank_plugins import registry
+
+    cores: list[Any] = []
+
+    def reference(core: Any, model_name: str) -> str:
+        """Label of ``core``'s bare-forward reference, timing it first if not done yet."""
+        for i, c in enumerate(cores):
+            if c is core:
+                return _bare_label(i)
+        cores.append(core)
+        label = _bare_label(len(cores) - 1)
+        if bare_forward:
+            subset = list(queries[:bare_forward_queries] if bare_forward_queries else queries)
+            _run_bare_forward(data, label, model_name, core, subset, depth, doc_max_tokens,
+                              sampler, saver, progress)
+        return label
+
+    for spec in specs:
+        entry = _entry(data, spec.label, kind="method", name=spec.name, options=_jsonable(spec.options))
+        todo = [q for q in queries if q.qid not in entry["records"]]
+        try:
+            reranker = registry.create(spec.name, **spec.options)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"method {spec.label!r}: cannot build {spec.name!r} with {spec.options}: {e}") from e
+        core = getattr(reranker, "core", None)
+        if core is not None:
+            model_name = str(getattr(core, "name", spec.options.get("model", "")))
+            entry["model"] = model_name
+            entry["reference"] = reference(core, model_name)
+        if not todo:
+            logger.info("%s: all %d queries already done", spec.label, len(queries))
+            continue
+        logger.info("%s: %d queries to run (%d done)", spec.label, len(todo), len(queries) - len(todo))
+        # Untimed warm-up on a two-document input: first-call costs (allocator, threads) are not the method's.
+        first = queries[0]
+        reranker.rerank(first.query, [c.text for c in first.candidates[: min(2, depth)]])
+        with _bar(len(queries), len(queries) - len(todo), spec.label, progress) as bar:
+            for q in todo:
+                entry["records"][q.qid] = _measure(reranker, core, q, depth, sampler)
+                saver.save()
+                bar.update(1)
+
+    if bare_forward and not cores and bare_forward_model:
+        from rerank_plugins.scoring import get_core
+
+        reference(get_core(bare_forward_model), bare_forward_model)
+    return cores
+
+
+def _bare_label(i: int) -> str:
+    return BARE_FORWARD if i == 0 else f"{BARE_FORWARD} {i + 1}"
+
+
+def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: _RssSampler) -> dict[str, Any]:
+    top = q.candidates[:depth]
+    texts = [c.text for c in top]
+    _cuda_reset()
+    sampler.take()
+    before = _stats(core)
+    t0 = time.perf_counter()
+    hits = reranker.rerank(q.query, texts)
+    seconds = time.perf_counter() - t0
+    after = _stats(core)
+    order = [h.index for h in hits]
+    if sorted(order) != list(range(len(top))):
+        raise RuntimeError(
+            f"{type(reranker).__name__} returned indices {order} for {len(top)} documents of query {q.qid!r}: "
+            "not a permutation (contract violation)"
+        )
+    record: dict[str, Any] = {
+        "seconds": seconds,
+        "ranking": [top[i].docid for i in order] + [c.docid for c in q.candidates[depth:]],
+        "scores": [float(h.score) for h in hits],
+        **{k: after[k] - before[k] for k in _STAT_KEYS},
+        "rss_peak_bytes": sampler.take(),
+    }
+    cuda = _cuda_peak()
+    if cuda is not None:
+        record["cuda_peak_bytes"] = cuda
+    extra = getattr(reranker, "last_stats", None)
+    if isinstance(extra, dict):
+        record["extra"] = {
+            str(k): float(v) for k, v in extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    return record
+
+
+def _run_bare_forward(
+    data: dict[str, Any],
+    label: str,
+    model_name: str,
+    core: Any,
+    queries: Sequence[RerankQuery],
+    depth: int,
+    doc_max_tokens: int | None,
+    sampler: _RssSampler,
+    saver: _Saver,
+    progress: bool | None,
+) -> None:
+    entry = _entry(data, label, kind="reference", name=BARE_FORWARD, model=model_name,
+                   options={"doc_max_tokens": doc_max_tokens})
+    todo = [q for q in queries if q.qid not in entry["records"]]
+    if not todo:
+        return
+    first = queries[0]
+    core.forward(bare_forward_prompt(core, first.query, [c.text for c in first.candidates[:2]], doc_max_tokens)[0])
+    with _bar(len(queries), len(queries) - len(todo), label, progress) as bar:
+        for q in todo:
+            ids, truncated, budget = bare_forward_prompt(
+                core, q.query, [c.text for c in q.candidates[:depth]], doc_max_tokens
+            )
+            _cuda_reset()
+            sampler.take()
+            before = _stats(core)
+            t0 = time.perf_counter()
+            core.forward(ids)
+            seconds = time.perf_counter() - t0
+            after = _stats(core)
+            record: dict[str, Any] = {
+                "seconds": seconds,
+                "forward_passes": after["forward_passes"] - before["forward_passes"],
+                "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
+                "generated_tokens": 0,
+                "truncated_documents": truncated,
+                "doc_max_tokens": budget,
+                "rss_peak_bytes": sampler.take(),
+            }
+            cuda = _cuda_peak()
+            if cuda is not None:
+                record["cuda_peak_bytes"] = cuda
+            entry["records"][q.qid] = record
+            saver.save()
+            bar.update(1)
+
+
+# --------------------------------------------------------------------------- summary and report
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without importing numpy here."""
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * p / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(
+    data: dict[str, Any], qrels: Qrels, *, measures: Sequence[str] = DEFAULT_MEASURES, rel_level: int = 1
+) -> list[dict[str, Any]]:
+    """One row per method (baselines first, the bare forward last) from a results dict.
+
+    Quality is over the queries of the current configuration that the method finished;
+    costs are per query (medians, p90, means), memory is the peak over its queries.
+    """
+    names = measure_names(measures, rel_level)
+    wanted = data["config"].get("queries") or []
+    rows = []
+    medians: dict[str, float] = {}
+    for label, entry in data["methods"].items():
+        recs = {q: r for q, r in entry["records"].items() if q in set(wanted)} if wanted else entry["records"]
+        row: dict[str, Any] = {"label": label, "kind": entry.get("kind"), "name": entry.get("name"),
+                               "options": entry.get("options", {}), "queries": len(recs),
+                               "model": entry.get("model"), "reference": entry.get("reference")}
+        if recs and entry.get("kind") != "reference":
+            ev = evaluate(qrels, {q: r["ranking"] for q, r in recs.items()}, measures, rel_level)
+            row["metrics"] = ev.aggregate
+            row["per_query"] = ev.per_query
+        secs = [r["seconds"] for r in recs.values() if r.get("seconds") is not None]
+        if secs:
+            row["median_s"] = statistics.median(secs)
+            row["p90_s"] = _percentile(secs, 90)
+            row["mean_s"] = statistics.fmean(secs)
+            medians[label] = row["median_s"]
+        for key in _STAT_KEYS:
+            vals = [r[key] for r in recs.values() if key in r]
+            if vals:
+                row[f"{key}_per_q"] = statistics.fmean(vals)
+        rss = [r["rss_peak_bytes"] for r in recs.values() if "rss_peak_bytes" in r]
+        if rss:
+            row["rss_peak_mb"] = max(rss) / 2**20
+        cuda = [r["cuda_peak_bytes"] for r in recs.values() if "cuda_peak_bytes" in r]
+        if cuda:
+            row["cuda_peak_mb"] = max(cuda) / 2**20
+        extra_keys = sorted({k for r in recs.values() for k in r.get("extra", {})})
+        if extra_keys:
+            row["extra_per_q"] = {
+                k: statistics.fmean([r["extra"][k] for r in recs.values() if k in r.get("extra", {})])
+                for k in extra_keys
+            }
+        rows.append(row)
+    for row in rows:
+        ref = row.get("reference")
+        if ref in medians and "median_s" in row and medians[ref] > 0:
+            row["x_bare"] = row["median_s"] / medians[ref]
+        if row["kind"] == "reference" and "median_s" in row:
+            row["x_bare"] = 1.0
+    order = {"baseline": 0, "method": 1, "reference": 2}
+    rows.sort(key=lambda r: order.get(r["kind"], 1))  # stable: run order within a kind
+    for row in rows:
+        row.setdefault("metrics", {})
+        for n in names:
+            row["metrics"].setdefault(n, None)
+    return rows
+
+
+def _fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_markdown(
+    summary: list[dict[str, Any]], data: dict[str, Any], *, measures: Sequence[str] = DEFAULT_MEASURES,
+    rel_level: int = 1,
+) -> str:
+    """The results table as Markdown, with a short header saying what was run."""
+    names = measure_names(measures, rel_level)
+    cfg = data["config"]
+    has_cuda = any("cuda_peak_mb" in r for r in summary)
+    header = ["method", "queries", *names, "median s/q", "p90 s/q", "× bare fwd", "fwd passes/q",
+              "prompt tok/q", "gen tok/q", "trunc docs/q", "peak RSS MB"]
+    if has_cuda:
+        header.append("peak CUDA MB")
+    header.append("other (mean/q)")
+    lines = [
+        f"Dataset `{cfg.get('dataset')}`: {len(cfg.get('queries') or [])} queries, top-{cfg.get('depth')} "
+        f"of the first stage reranked, the rest kept below in first-stage order.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    for r in summary:
+        label = r["label"]
+        if r["kind"] == "method" and r.get("options"):
+            shown = {k: v for k, v in r["options"].items() if k not in ("model", "device", "dtype")}
+            if shown:
+                label += " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
+        cells = [label, str(r["queries"])]
+        cells += [_fmt(r["metrics"].get(n), 4) for n in names]
+        cells += [_fmt_seconds(r.get("median_s")), _fmt_seconds(r.get("p90_s")), _fmt(r.get("x_bare"), 2),
+                  _fmt(r.get("forward_passes_per_q"), 1), _fmt(r.get("prompt_tokens_per_q"), 0),
+                  _fmt(r.get("generated_tokens_per_q"), 1), _fmt(r.get("truncated_documents_per_q"), 2),
+                  _fmt(r.get("rss_peak_mb"), 0)]
+        if has_cuda:
+            cells.append(_fmt(r.get("cuda_peak_mb"), 0))
+        extra = r.get("extra_per_q") or {}
+        cells.append(", ".join(f"{k}={v:.2f}" for k, v in extra.items()) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    refs = [r for r in summary if r["kind"] == "reference"]
+    if refs:
+        lines += ["", "Bare forward: one forward pass over one prompt holding the query and all reranked "
+                  f"passages (each cut to {cfg.get('doc_max_tokens')} tokens, less where the prompt would "
+                  "exceed the model's context); × bare fwd = a method's median s/q ÷ the bare forward's "
+                  "median s/q on the same model."]
+        for r in refs:
+            lines.append(f"- `{r['label']}`: {r.get('model')}, timed on {r['queries']} queries")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(summary: list[dict[str, Any]], path: Path, dataset: str, measures: Sequence[str], rel_level: int) -> Path:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the plot needs matplotlib: pip install 'rerank-plugins[eval]'") from e
+    key = measure_names([measures[0]], rel_level)[0]
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    placed: list[tuple[float, float]] = []
+    xmax = max((r.get("median_s") or 0.0 for r in summary), default=0.0) or 1.0
+    ys = [r["metrics"].get(key) for r in summary if r["metrics"].get(key) is not None]
+    yspan = (max(ys) - min(ys)) if ys else 0.0
+    yspan = yspan or 1.0
+    for r in summary:
+        x = r.get("median_s") or 0.0
+        if r["kind"] == "reference":
+            ax.axvline(x, linestyle="--", linewidth=1, color="grey")
+            ax.annotate(r["label"], (x, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                        textcoords="offset points", xytext=(3, 0), fontsize=8, color="grey")
+            continue
+        y = r["metrics"].get(key)
+        if y is None:
+            continue
+        ax.scatter([x], [y], s=36)
+        # Stack the labels of points that coincide (e.g. first-stage and identity).
+        clash = sum(1 for px, py in placed if abs(px - x) < 0.03 * xmax and abs(py - y) < 0.03 * yspan)
+        placed.append((x, y))
+        ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4 - 11 * clash), fontsize=8)
+    ax.set_xlabel("median seconds per query (first stage: precomputed, shown at 0)")
+    ax.set_ylabel(key)
+    ax.set_title(f"{dataset}: {key} against cost")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
