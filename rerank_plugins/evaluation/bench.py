@@ -235,6 +235,14 @@ def _cuda_peak() -> int | None:
     return None
 
 
+def _load_1min() -> float | None:
+    """The 1-minute load average (other work competing for the CPUs), where the OS reports it."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
 def _stats(core: Any) -> dict[str, int]:
     if core is None:
         return dict.fromkeys(_STAT_KEYS, 0)
@@ -599,6 +607,7 @@ def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: _Rss
         "scores": [float(h.score) for h in hits],
         **{k: after[k] - before[k] for k in _STAT_KEYS},
         "rss_peak_bytes": sampler.take(),
+        "load_1min": _load_1min(),
     }
     cuda = _cuda_peak()
     if cuda is not None:
@@ -650,6 +659,7 @@ def _run_bare_forward(
                 "truncated_documents": truncated,
                 "doc_max_tokens": budget,
                 "rss_peak_bytes": sampler.take(),
+                "load_1min": _load_1min(),
             }
             cuda = _cuda_peak()
             if cuda is not None:
@@ -707,6 +717,9 @@ def summarize(
         rss = [r["rss_peak_bytes"] for r in recs.values() if "rss_peak_bytes" in r]
         if rss:
             row["rss_peak_mb"] = max(rss) / 2**20
+        loads = [r["load_1min"] for r in recs.values() if r.get("load_1min") is not None]
+        if loads:
+            row["load_1min"] = statistics.fmean(loads)
         cuda = [r["cuda_peak_bytes"] for r in recs.values() if "cuda_peak_bytes" in r]
         if cuda:
             row["cuda_peak_mb"] = max(cuda) / 2**20
@@ -755,7 +768,7 @@ def render_markdown(
     cfg = data["config"]
     has_cuda = any("cuda_peak_mb" in r for r in summary)
     header = ["method", "queries", *names, "median s/q", "p90 s/q", "× bare fwd", "fwd passes/q",
-              "prompt tok/q", "gen tok/q", "trunc docs/q", "peak RSS MB"]
+              "prompt tok/q", "gen tok/q", "trunc docs/q", "peak RSS MB", "load"]
     if has_cuda:
         header.append("peak CUDA MB")
     header.append("other (mean/q)")
@@ -777,12 +790,15 @@ def render_markdown(
         cells += [_fmt_seconds(r.get("median_s")), _fmt_seconds(r.get("p90_s")), _fmt(r.get("x_bare"), 2),
                   _fmt(r.get("forward_passes_per_q"), 1), _fmt(r.get("prompt_tokens_per_q"), 0),
                   _fmt(r.get("generated_tokens_per_q"), 1), _fmt(r.get("truncated_documents_per_q"), 2),
-                  _fmt(r.get("rss_peak_mb"), 0)]
+                  _fmt(r.get("rss_peak_mb"), 0), _fmt(r.get("load_1min"), 1)]
         if has_cuda:
             cells.append(_fmt(r.get("cuda_peak_mb"), 0))
         extra = r.get("extra_per_q") or {}
         cells.append(", ".join(f"{k}={v:.2f}" for k, v in extra.items()) or "—")
         lines.append("| " + " | ".join(cells) + " |")
+    cpus = (cfg.get("machine") or {}).get("cpus")
+    lines += ["", f"load: mean 1-minute load average of the machine ({cpus} CPUs) while the method ran; "
+              "above the CPU count, other work competed for the cores and the times are inflated."]
     refs = [r for r in summary if r["kind"] == "reference"]
     if refs:
         lines += ["", "Bare forward: one forward pass over one prompt holding the query and all reranked "
