@@ -1,0 +1,242 @@
+"""LlamaIndex node postprocessors over rerank-plugins strategies.
+
+Each class converts nodes to plain strings, calls a :class:`rerank_plugins.types.Reranker`
+once, and maps the returned hits back to nodes. Scoring, batching and model loading live in
+``rerank_plugins``; the model behind a strategy comes from the shared scoring core, so two
+postprocessors naming the same model share one loaded model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from rerank_plugins import registry
+from rerank_plugins.types import Hit, Reranker
+
+__all__ = [
+    "POSTPROCESSORS",
+    "AttentionRerank",
+    "CrossEncoderRerank",
+    "IdentityRerank",
+    "ListwiseRerank",
+    "PairwiseRerank",
+    "PointwiseRerank",
+    "RerankPluginsRerank",
+    "StrategyRerank",
+]
+
+logger = logging.getLogger(__name__)
+dispatcher = get_dispatcher(__name__)
+
+RETRIEVAL_SCORE_KEY = "retrieval_score"
+
+#: registry name -> postprocessor class; filled by ``StrategyRerank`` subclasses
+POSTPROCESSORS: dict[str, type[StrategyRerank]] = {}
+
+
+class _RerankBase(BaseNodePostprocessor):
+    """Shared fields and the convert -> rerank -> map-back path; not used directly."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    model: str | None = Field(
+        default=None,
+        description="Model for the strategy: hub id, local folder or .gguf file (loaded once per "
+        "process by the shared scoring core). None for strategies that need no model.",
+    )
+    top_n: int | None = Field(default=None, ge=1, description="Number of nodes to return, best first; None keeps all.")
+    reranker_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword options for the strategy factory (see rerank_plugins.registry).",
+    )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED, description="Which node metadata goes into the text that is reranked."
+    )
+    keep_retrieval_score: bool = Field(
+        default=True,
+        description=f'Keep the previous node score in metadata["{RETRIEVAL_SCORE_KEY}"].',
+    )
+
+    _reranker: Reranker = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._reranker = self._build_reranker()
+
+    def _build_reranker(self) -> Reranker:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _strategy_options(self) -> dict[str, Any]:
+        options = dict(self.reranker_kwargs)
+        if self.model is not None:
+            options["model"] = self.model
+        return options
+
+    @property
+    def reranker_instance(self) -> Reranker:
+        """The reranker built at construction (shared model via the scoring core)."""
+        return self._reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return cls.__name__
+
+    def _model_name(self) -> str:
+        return self.model or type(self._reranker).__name__
+
+    def _query(self, query_bundle: QueryBundle | None) -> str:
+        if query_bundle is None:
+            raise ValueError(f"{self.class_name()} needs a query: pass query_bundle or query_str")
+        return query_bundle.query_str
+
+    def _texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
+        return [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+
+    def _map_back(self, nodes: Sequence[NodeWithScore], hits: list[Hit]) -> list[NodeWithScore]:
+        out = []
+        for hit in hits:
+            old = nodes[hit.index]
+            node = old.node
+            if self.keep_retrieval_score:
+                # A copy, so the caller's nodes are untouched; the key stays out of the LLM and
+                # embedding text.
+                node = node.model_copy(
+                    update={
+                        "metadata": {**node.metadata, RETRIEVAL_SCORE_KEY: old.score},
+                        "excluded_llm_metadata_keys": _with(node.excluded_llm_metadata_keys),
+                        "excluded_embed_metadata_keys": _with(node.excluded_embed_metadata_keys),
+                    }
+                )
+            out.append(NodeWithScore(node=node, score=hit.score))
+        return out
+
+    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> str:
+        query = self._query(query_bundle)
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self.top_n or len(nodes),
+                model_name=self._model_name(),
+            )
+        )
+        return query
+
+    def _payload(self, nodes: list[NodeWithScore], query: str) -> dict[str, Any]:
+        return {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self._model_name(),
+            EventPayload.QUERY_STR: query,
+            EventPayload.TOP_K: self.top_n,
+        }
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as ev:
+            new_nodes = self._map_back(nodes, self._reranker.rerank(query, self._texts(nodes), self.top_n))
+            ev.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as ev:
+            hits = await self._reranker.arerank(query, self._texts(nodes), self.top_n)
+            new_nodes = self._map_back(nodes, hits)
+            ev.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
+
+
+def _with(keys: list[str]) -> list[str]:
+    return keys if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
+
+
+class RerankPluginsRerank(_RerankBase):
+    """Rerank nodes with any rerank-plugins strategy: a registry name or a ready ``Reranker``.
+
+    Example:
+        >>> from llama_index.core.schema import NodeWithScore, TextNode
+        >>> pp = RerankPluginsRerank(reranker="identity", top_n=1)
+        >>> [n.node.text for n in pp.postprocess_nodes(
+        ...     [NodeWithScore(node=TextNode(text="a"), score=0.3)], query_str="q")]
+        ['a']
+    """
+
+    reranker: str | Reranker = Field(
+        description="Registry name of the strategy (see rerank_plugins.registry.available()) "
+        "or a ready Reranker instance."
+    )
+
+    def _build_reranker(self) -> Reranker:
+        if isinstance(self.reranker, str):
+            return registry.create(self.reranker, **self._strategy_options())
+        if self.model is not None or self.reranker_kwargs:
+            raise ValueError("model and reranker_kwargs apply to a registry name, not a Reranker instance")
+        return self.reranker
+
+    def _model_name(self) -> str:
+        if self.model is None and isinstance(self.reranker, str):
+            return self.reranker
+        return super()._model_name()
+
+
+class StrategyRerank(_RerankBase):
+    """Base for the one-per-strategy postprocessors; a subclass only names its strategy.
+
+    Adding a strategy is one line::
+
+        class MyRerank(StrategyRerank, strategy="my-strategy"): "My strategy (paper)."
+    """
+
+    strategy: ClassVar[str] = ""
+
+    def __init_subclass__(cls, strategy: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if strategy is not None:
+            cls.strategy = strategy
+            POSTPROCESSORS[strategy] = cls
+
+    def _build_reranker(self) -> Reranker:
+        if not self.strategy:
+            raise TypeError("StrategyRerank is abstract: use a subclass or RerankPluginsRerank")
+        return registry.create(self.strategy, **self._strategy_options())
+
+    def _model_name(self) -> str:
+        return self.model or self.strategy
+
+
+class IdentityRerank(StrategyRerank, strategy="identity"):
+    """Keeps the retrieval order (baseline; scores 0, -1, -2, ...)."""
+
+
+class PointwiseRerank(StrategyRerank, strategy="pointwise"):
+    """Pointwise yes/no relevance from next-token logits of the shared model."""
+
+
+class ListwiseRerank(StrategyRerank, strategy="listwise"):
+    """FIRST single-token listwise ranking with a sliding window (Reddy et al., 2024)."""
+
+
+class PairwiseRerank(StrategyRerank, strategy="pairwise"):
+    """Pairwise ranking prompting, PRP (Qin et al., 2024)."""
+
+
+class AttentionRerank(StrategyRerank, strategy="attention"):
+    """In-context reranking from query-to-document attention, ICR (Chen et al., 2025)."""
+
+
+class CrossEncoderRerank(StrategyRerank, strategy="cross-encoder"):
+    """A sentence-transformers cross-encoder."""
