@@ -106,7 +106,7 @@ def evaluate(
     unjudged = [q for q in rankings if q not in qrels]
     if unjudged:
         raise ValueError(f"rankings has {len(unjudged)} queries without qrels (first: {unjudged[0]!r})")
-    run = []
+    run: list[Any] = []
     for qid, docs in rankings.items():
         if not docs:
             raise ValueError(f"ranking of query {qid!r} is empty")
