@@ -119,3 +119,33 @@ def test_bench_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_beir_and_multihop_inputs_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": f"doc {i}"}) + "\n" for i in range(4)))
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "query one"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_bytes(b"query-id\tcorpus-id\tscore\r\nq1\td2\t1\r\n")
+    run = tmp_path / "run.txt"
+    run.write_text("q1 Q0 d0 1 3.0 bm25\nq1 Q0 d1 2 2.0 bm25\nq1 Q0 d2 3 1.0 bm25\nq1 Q0 d3 4 0.5 bm25\n")
+    out = tmp_path / "o1"
+    assert main(["bench", "--beir", str(beir), "--run", str(run), "--depth", "2", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["dataset"] == "beir-test-run"
+    assert data["methods"]["identity"]["records"]["q1"]["ranking"] == ["d0", "d1", "d2", "d3"]
+    assert "| first-stage | 1 | 0.5000 | 0.3333 |" in capsys.readouterr().out  # d2 at rank 3
+
+    hotpot = tmp_path / "hotpot.jsonl"
+    hotpot.write_text(json.dumps({
+        "question_id": "h1", "question_text": "who?", "answers_objects": [{"spans": ["x"]}],
+        "contexts": [{"title": "A", "paragraph_text": "a", "is_supporting": False},
+                     {"title": "B", "paragraph_text": "b", "is_supporting": True}],
+    }) + "\n")
+    out = tmp_path / "o2"
+    assert main(["bench", "--multihop", str(hotpot), "--out", str(out), "--no-plot"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["methods"]["first-stage"]["records"]["h1"]["ranking"] == ["h1/0", "h1/1"]
+    assert "| first-stage | 1 | 0.6309 | 0.5000 | 1.0000 |" in capsys.readouterr().out
+    assert not (out / "ndcg_vs_seconds.png").exists()
