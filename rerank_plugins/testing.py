@@ -23,7 +23,7 @@ from typing import Literal
 
 from rerank_plugins.types import BaseReranker
 
-__all__ = ["CHATML_TEMPLATE", "KeywordReranker", "tiny_model_dir"]
+__all__ = ["CHATML_TEMPLATE", "KeywordReranker", "tiny_cross_encoder_dir", "tiny_model_dir"]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -131,3 +131,42 @@ class KeywordReranker(BaseReranker):
     def score(self, query: str, documents: list[str]) -> list[float]:
         words = set(re.findall(r"\w+", query.lower()))
         return [float(len(words & set(re.findall(r"\w+", d.lower())))) for d in documents]
+
+
+def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Path:
+    """Write (once) and return a folder with a tiny random BERT cross-encoder (1 label).
+
+    Loads with sentence-transformers' ``CrossEncoder``; weights are random (plumbing only).
+
+    Example:
+        >>> folder = tiny_cross_encoder_dir()  # doctest: +SKIP
+    """
+    import string
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-ce-{seed}"
+    with _lock:
+        if (out / ".complete").exists():
+            return out
+        out.mkdir(parents=True, exist_ok=True)
+        words = sorted({w for line in _CORPUS for w in re.findall(r"\w+", line.lower())})
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
+        vocab += [p for p in string.punctuation] + [w for w in words if w not in vocab]
+        (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+        tokenizer.save_pretrained(out)
+        config = BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            num_labels=1,
+        )
+        torch.manual_seed(seed)
+        BertForSequenceClassification(config).save_pretrained(out)
+        (out / ".complete").write_text("ok\n")
+    return out

@@ -111,6 +111,9 @@ class ScoringCore:
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
         self._softcap = getattr(text_cfg, "final_logit_softcapping", None)
+        tok = loaded.tokenizer
+        # Padding is always masked (and right padding never attended), so any id works as a fallback.
+        self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -322,7 +325,7 @@ class ScoringCore:
         model = self.model
         base = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
         head = model.get_output_embeddings()
-        pad = int(self.tokenizer.pad_token_id)
+        pad = self.pad_id
         out = torch.empty(len(rows), len(token_ids[0]), dtype=torch.float32)
         prefix_cache = None
         p_len = len(prefix) if prefix else 0
@@ -377,7 +380,7 @@ class ScoringCore:
             raise ValueError("prompts must not be empty token lists")
         for r in rows:
             self._check_length(len(r) + max_new_tokens)
-        pad = int(self.tokenizer.pad_token_id)
+        pad = self.pad_id
         texts: list[str] = [""] * len(rows)
         with self.loaded.lock:
             for chunk in self._chunks([len(r) for r in rows], extra=max_new_tokens):
@@ -440,6 +443,7 @@ def get_core(
     trust_remote_code: bool = False,
     gpu_memory_fraction: float | None = None,
     max_batch_tokens: int = 16384,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> ScoringCore:
     """The process-wide :class:`ScoringCore` for a model (loaded once, then shared).
 
@@ -457,6 +461,7 @@ def get_core(
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         gpu_memory_fraction=gpu_memory_fraction,
+        tokenizer=tokenizer,
     )
     key = (id(loaded), max_batch_tokens)
     with _cores_lock:

@@ -141,6 +141,7 @@ def _load(
     dtype: torch.dtype,
     attn_implementation: str | None,
     trust_remote_code: bool,
+    tokenizer_source: str | None = None,
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -151,7 +152,10 @@ def _load(
         kwargs["gguf_file"] = spec.gguf_file
     start = time.perf_counter()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
+        if tokenizer_source is not None:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
             spec.source, dtype=dtype, attn_implementation=attn_implementation, **kwargs
         )
@@ -167,8 +171,20 @@ def _load(
     model.to(device)
     model.eval()
     model.requires_grad_(False)
-    if tokenizer.pad_token_id is None:
+    if tokenizer.eos_token_id is None:
+        # Some GGUF files carry no special-token map: recover EOS from the model config.
+        eos = getattr(model.generation_config, "eos_token_id", None) or getattr(model.config, "eos_token_id", None)
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        if eos is not None:
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(eos))
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        logger.warning(
+            "%s has no chat template; prompts are plain text. Pass tokenizer=<folder or hub id> to use one.",
+            spec.source if not spec.gguf_file else spec.gguf_file,
+        )
     elapsed = time.perf_counter() - start
     _loads += 1
     impl = getattr(model.config, "_attn_implementation", None) or str(attn_implementation)
@@ -184,6 +200,7 @@ def load_model(
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None,
     trust_remote_code: bool = False,
     gpu_memory_fraction: float | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load (or return the already loaded) causal LM and tokenizer.
 
@@ -195,6 +212,8 @@ def load_model(
         trust_remote_code: run code shipped with the checkpoint; off unless asked.
         gpu_memory_fraction: cap this process's CUDA memory (0-1] so the reranker can share
             a card with the generator LLM (``torch.cuda.set_per_process_memory_fraction``).
+        tokenizer: load the tokenizer from this hub id or folder instead (e.g. for a ``.gguf``
+            file whose metadata lacks the chat template).
 
     Example:
         >>> lm = load_model("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
@@ -213,7 +232,12 @@ def load_model(
             raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
         if dev.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction, dev)
-    key = (spec, str(dev), dt, attn_implementation, trust_remote_code)
+    tok_source = None
+    if tokenizer is not None:
+        tok_source = os.path.expanduser(str(tokenizer))
+        if tok_source.startswith((".", "/", "~")) and not Path(tok_source).is_dir():
+            raise FileNotFoundError(f"tokenizer: folder not found: {tok_source}")
+    key = (spec, str(dev), dt, attn_implementation, trust_remote_code, tok_source)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -222,7 +246,7 @@ def load_model(
         with _cache_lock:
             if key in _cache:
                 return _cache[key]
-        loaded = _load(spec, dev, dt, attn_implementation, trust_remote_code)
+        loaded = _load(spec, dev, dt, attn_implementation, trust_remote_code, tok_source)
         with _cache_lock:
             _cache[key] = loaded
     return loaded
