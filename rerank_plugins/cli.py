@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rerank_plugins.retrieval import cli as _retrieval_cli
+
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +229,17 @@ SUBCOMMANDS: list[Subcommand] = [
         epilog=_BENCH_EPILOG,
     ),
 ]
+
+# FAISS retrieval (rerank_plugins/retrieval/cli.py holds the parsers and runners)
+SUBCOMMANDS += [
+    Subcommand("index", "build a FAISS index from a folder of texts or a JSONL file, and save it",
+               _retrieval_cli.INDEX_DESCRIPTION, _retrieval_cli.add_index_arguments, _retrieval_cli.run_index),
+    Subcommand("search", "query a saved FAISS index", _retrieval_cli.SEARCH_DESCRIPTION,
+               _retrieval_cli.add_search_arguments, _retrieval_cli.run_search),
+    Subcommand("bench-retrieval", "dense retrieval benchmark (FAISS) on a BEIR folder",
+               _retrieval_cli.BENCH_DESCRIPTION, _retrieval_cli.add_bench_arguments, _retrieval_cli.run_bench,
+               epilog=_retrieval_cli.BENCH_EPILOG),
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
