@@ -144,7 +144,8 @@ def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: 
     import string
 
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-ce-{seed}"
     with _lock:
@@ -164,7 +165,7 @@ def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: 
             num_attention_heads=2,
             intermediate_size=64,
             max_position_embeddings=512,
-            num_labels=1,
+            num_labels=1,  # type: ignore[call-arg]
         )
         torch.manual_seed(seed)
         BertForSequenceClassification(config).save_pretrained(out)

@@ -156,7 +156,7 @@ def _load(
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
         else:
             tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             spec.source, dtype=dtype, attn_implementation=attn_implementation, **kwargs
         )
     except OSError as exc:
@@ -303,5 +303,5 @@ def load_cross_encoder(
         _loads += 1
         logger.info("loaded cross-encoder %s on %s in %.1fs", text, dev, time.perf_counter() - start)
         with _cache_lock:
-            _cache[key] = ce  # type: ignore[assignment]
+            _cache[key] = ce
     return ce
