@@ -17,12 +17,16 @@ from langchain_rerank_plugins.compressors import (
     RerankPluginsRerank,
     StrategyRerank,
 )
+from langchain_rerank_plugins.decomposition import DecompositionRetriever
+from langchain_rerank_plugins.retrievers import FaissRetriever
 
 # Explicit list: other modules of this package (retrievers) append their names here.
 __all__ = [
     "COMPRESSORS",
     "AttentionRerank",
     "CrossEncoderRerank",
+    "DecompositionRetriever",
+    "FaissRetriever",
     "IdentityRerank",
     "ListwiseRerank",
     "PairwiseRerank",

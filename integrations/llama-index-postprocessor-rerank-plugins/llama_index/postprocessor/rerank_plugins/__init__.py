@@ -17,12 +17,16 @@ from llama_index.postprocessor.rerank_plugins.base import (
     RerankPluginsRerank,
     StrategyRerank,
 )
+from llama_index.postprocessor.rerank_plugins.decomposition import DecompositionRetriever
+from llama_index.postprocessor.rerank_plugins.retrievers import FaissRetriever
 
 # Explicit list: other modules of this package (retrievers) append their names here.
 __all__ = [
     "POSTPROCESSORS",
     "AttentionRerank",
     "CrossEncoderRerank",
+    "DecompositionRetriever",
+    "FaissRetriever",
     "IdentityRerank",
     "ListwiseRerank",
     "PairwiseRerank",
