@@ -69,10 +69,10 @@ class _StopForward(Exception):
 class _Capture:
     """Per-call state: which layers to record and the running sum of their attention rows."""
 
-    def __init__(self, layers: set[int], total: int, q_len: int, stop_after: int | None) -> None:
-        self.layers = layers
+    def __init__(self, layers: list[int], total: int, q_len: int, stop_after: int | None, per_layer: bool) -> None:
+        self.layers = {layer: k if per_layer else 0 for k, layer in enumerate(layers)}
         self.total = total
-        self.rows = torch.zeros(q_len, total, dtype=torch.float32)
+        self.rows = torch.zeros(len(layers) if per_layer else 1, q_len, total, dtype=torch.float32)
         self.seen: set[int] = set()
         self.stop_after = stop_after
 
@@ -126,9 +126,10 @@ def _capture_attention(
     layer = getattr(module, "layer_idx", None)
     if cap is not None and layer is not None:
         cap.seen.add(int(layer))
-        if int(layer) in cap.layers:
+        slot = cap.layers.get(int(layer))
+        if slot is not None:
             # Right-align: sliding-window caches hold only the last kv_len positions.
-            cap.rows[:, cap.total - kv_len :] += probs[0].sum(0).float().cpu()
+            cap.rows[slot, :, cap.total - kv_len :] += probs[0].sum(0).float().cpu()
         if cap.stop_after is not None and int(layer) >= cap.stop_after:
             raise _StopForward
     return out, None
@@ -240,6 +241,7 @@ def suffix_attention(
     suffixes: Sequence[Sequence[int]],
     *,
     layers: Sequence[int] | range | None = None,
+    per_layer: bool = False,
 ) -> list[torch.Tensor]:
     """Attention of every suffix token onto every position, summed over heads and ``layers``.
 
@@ -252,11 +254,13 @@ def suffix_attention(
             content-free query).
         layers: decoder layer indices to sum over (``None``: all; negatives count from the end).
             Layers after the last one named are not run at all.
+        per_layer: keep one slice per layer instead of their sum.
 
     Returns:
         One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``:
         row ``i`` is the attention of suffix token ``i`` (summed over heads and layers) onto
         every position; each row sums to ``n_heads * len(layers)`` (1 per head and layer).
+        With ``per_layer``, shape ``[len(layers), len(suffix), len(prefix) + len(suffix)]``.
 
     Example:
         >>> real, na = suffix_attention(core, prefix_ids, [query_ids, na_ids])  # doctest: +SKIP
@@ -303,7 +307,7 @@ def suffix_attention(
         try:
             config._attn_implementation = CAPTURE_IMPLEMENTATION
             for r in rows:
-                cap = _Capture(set(wanted), len(prefix) + len(r), len(r), stop_after)
+                cap = _Capture(wanted, len(prefix) + len(r), len(r), stop_after, per_layer)
                 _active.capture = cap
                 try:
                     base(
@@ -322,7 +326,7 @@ def suffix_attention(
                         f"layers {sorted(missing)} of {type(model).__name__} did not route through "
                         "transformers' AttentionInterface; attention capture cannot support this model"
                     )
-                results.append(cap.rows)
+                results.append(cap.rows if per_layer else cap.rows[0])
         finally:
             config._attn_implementation = original
             snapshot.fresh()

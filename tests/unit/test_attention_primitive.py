@@ -109,6 +109,8 @@ def test_capture_equals_eager_attentions(arch, model_root):
         torch.testing.assert_close(rows_short, ref[:3, : PREFIX + 3], atol=2e-5, rtol=1e-4)
         # each row: one unit of probability per head and layer
         torch.testing.assert_close(rows.sum(-1), torch.full((len(suffix),), 4.0 * len(picked)))
+    per_layer = suffix_attention(core, ids[:PREFIX], [suffix], layers=[2, 0], per_layer=True)[0]
+    torch.testing.assert_close(per_layer, torch.stack([eager[0], eager[2]]), atol=2e-5, rtol=1e-4)
     assert core.model.config._attn_implementation == kernel != CAPTURE_IMPLEMENTATION
 
 
