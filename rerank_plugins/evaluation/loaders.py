@@ -318,9 +318,9 @@ def load_beir_queries(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read BEIR ``queries.jsonl``: ``{"_id": ..., "text": ...}`` per line."""
     queries: dict[str, str] = {}
     for n, obj in _json_lines(path):
-        qid = _id(obj.get("_id"), path, n, "'_id'") if "_id" in obj else None
-        if qid is None:
+        if "_id" not in obj:
             raise DataFormatError(path, n, "missing field '_id'")
+        qid = _id(obj["_id"], path, n, "'_id'")
         if qid in queries:
             raise DataFormatError(path, n, f"duplicate query id {qid!r}")
         text = _str(obj, "text", path, n)
