@@ -1,0 +1,394 @@
+"""Benchmark of query decomposition on HotpotQA: does pooled retrieval find both supporting paragraphs?
+
+One FAISS index over every paragraph of the questions (the distractor setting's 10 paragraphs
+per question, deduplicated by title and text: 2,495 for the shared 250 questions). For each
+question, four pipelines:
+
+- ``dense``: the question's top-k from the index;
+- ``dense+rerank``: the question's top ``--rerank-depth`` reranked against the question;
+- ``decomp+pooled``: the question and its sub-questions (``--llm`` writes them), top ``--k`` each,
+  fused with reciprocal rank fusion;
+- ``decomp+pooled+rerank``: the first ``--rerank-depth`` of that pool reranked against the
+  original question.
+
+Measures per question: ``both@5`` / ``both@10`` (both supporting paragraphs in the top 5 / 10),
+``R@10`` (fraction of the supporting paragraphs in the top 10), ``both@depth`` of the list handed
+to the reranker (its ceiling), and wall-clock seconds. Decomposition runs as batched generation
+(``--gen-batch`` questions per call); its per-question time is the batch time divided by the
+batch size. A pointwise reranker's score of a paragraph depends only on (question, paragraph),
+so the two rerank rows share one scoring pass over the union of their lists (same scores as two
+separate calls); each row's rerank time is that pass's time per paragraph times the row's
+paragraph count, and is reported as such.
+
+Usage:
+    python -m rerank_plugins.evaluation.decomposition_bench --embedder $RERANK_EMBED_MODEL \\
+        --llm $RERANK_QUALITY_LLM --reranker pointwise --rerank-limit 40 --out bench-out/hotpotqa-decomposition
+
+Results are checkpointed to ``<out>/results.json`` after every stage and batch; a rerun with the
+same ``--out`` resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins.decomposition import Decomposer, Decomposition, fuse, query_list
+from rerank_plugins.evaluation.loaders import MultiHopExample, default_data_dir, load_multihop
+
+__all__ = ["both_recall", "build_corpus", "main", "paragraph_recall", "run", "summarize"]
+
+logger = logging.getLogger(__name__)
+
+ROWS = ("dense", "dense+rerank", "decomp+pooled", "decomp+pooled+rerank")
+
+
+def both_recall(ranked: Sequence[str], relevant: Sequence[str], k: int) -> float:
+    """1.0 when every relevant id is in the top ``k`` of ``ranked``, else 0.0.
+
+    Example:
+        >>> both_recall(["a", "x", "b"], ["a", "b"], 2), both_recall(["a", "x", "b"], ["a", "b"], 3)
+        (0.0, 1.0)
+    """
+    top = set(ranked[:k])
+    return 1.0 if all(r in top for r in relevant) else 0.0
+
+
+def paragraph_recall(ranked: Sequence[str], relevant: Sequence[str], k: int) -> float:
+    """Fraction of the relevant ids found in the top ``k``.
+
+    Example:
+        >>> paragraph_recall(["a", "x", "b"], ["a", "b"], 2)
+        0.5
+    """
+    if not relevant:
+        return 0.0
+    top = set(ranked[:k])
+    return sum(r in top for r in relevant) / len(relevant)
+
+
+def build_corpus(examples: Sequence[MultiHopExample]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Paragraphs deduplicated by (title, text) -> ids ``p0``, ``p1``, ...; and each question's supporting ids.
+
+    The text is ``"title\\ntext"`` (the title names the entity, which multi-hop questions need).
+    """
+    ids: dict[tuple[str, str], str] = {}
+    corpus: dict[str, str] = {}
+    supporting: dict[str, list[str]] = {}
+    for ex in examples:
+        sup = []
+        for c in ex.contexts:
+            key = (c.title, c.text)
+            if key not in ids:
+                ids[key] = f"p{len(ids)}"
+                corpus[ids[key]] = f"{c.title}\n{c.text}" if c.title else c.text
+            if c.is_supporting and ids[key] not in sup:
+                sup.append(ids[key])
+        supporting[ex.qid] = sup
+    return corpus, supporting
+
+
+def _measures(ranked: Sequence[str], relevant: Sequence[str], depth: int) -> dict[str, float]:
+    return {
+        "both@5": both_recall(ranked, relevant, 5),
+        "both@10": both_recall(ranked, relevant, 10),
+        "R@10": paragraph_recall(ranked, relevant, 10),
+        f"both@{depth}": both_recall(ranked, relevant, depth),
+    }
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run(
+    examples: Sequence[MultiHopExample],
+    *,
+    embedder: Any,
+    llm: Any,
+    reranker: Any,
+    out: Path,
+    k: int = 10,
+    rerank_depth: int = 20,
+    limit: int | None = None,
+    rerank_limit: int = 40,
+    gen_batch: int = 8,
+    max_subquestions: int = 3,
+    max_new_tokens: int = 64,
+    time_budget: float | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark, checkpointing to ``out/results.json``; returns the results dict.
+
+    Args:
+        examples: the questions (in order; subsets are prefixes).
+        embedder: an embedder object or a sentence-transformers name/folder for the FAISS index.
+        llm: the decomposer's LLM (see :class:`Decomposer`), or a ready Decomposer.
+        reranker: a Reranker (scores must depend only on (query, document): pointwise, cross-encoder).
+        k: documents per query (and the dense list length).
+        rerank_depth: documents handed to the reranker (dense top-n / first n of the pool).
+        limit: decompose at most this many questions (``None``: all, within ``time_budget``).
+        rerank_limit: rerank rows on the first this many questions.
+        gen_batch: questions per batched generation.
+        time_budget: stop decomposing further questions after this many seconds (the rerank
+            subset is always completed first).
+    """
+    from rerank_plugins.retrieval import FaissIndex
+
+    t_start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault("questions", {})
+    per_q: dict[str, dict[str, Any]] = data["questions"]
+    corpus, supporting = build_corpus(examples)
+    ids = list(corpus)
+    t0 = time.perf_counter()
+    index = FaissIndex.build([corpus[i] for i in ids], ids=ids, embedder=embedder, kind="flat", show_progress=False)
+    data["index"] = {"paragraphs": len(ids), "build_s": time.perf_counter() - t0, "embedder": index.embedder.name}
+    depth = max(k, rerank_depth)
+    index.search("warm-up", k=1)
+
+    # 1. dense, every question (one query at a time: per-question latency)
+    for ex in examples:
+        rec = per_q.setdefault(ex.qid, {"question": ex.question, "supporting": supporting[ex.qid]})
+        if "dense" in rec:
+            continue
+        t0 = time.perf_counter()
+        hits = index.search(ex.question, k=depth)
+        rec["dense_s"] = time.perf_counter() - t0
+        rec["dense_list"] = [h.id for h in hits]
+        rec["dense"] = {**_measures(rec["dense_list"][:k], supporting[ex.qid], depth), "s": rec["dense_s"]}
+        rec["dense"][f"both@{depth}"] = both_recall(rec["dense_list"], supporting[ex.qid], depth)
+    _save(path, data)
+    logger.info("dense done for %d questions", len(examples))
+
+    decomposer = (
+        llm
+        if isinstance(llm, Decomposer)
+        else Decomposer(llm, max_subquestions=max_subquestions, max_new_tokens=max_new_tokens)
+    )
+    data["decomposer"] = decomposer.describe()
+    todo = list(examples if limit is None else examples[:limit])
+
+    def decompose(batch: list[MultiHopExample]) -> None:
+        t0 = time.perf_counter()
+        decs = decomposer.decompose_batch([e.question for e in batch])
+        per = (time.perf_counter() - t0) / len(batch)
+        for ex, dec in zip(batch, decs, strict=True):
+            rec = per_q[ex.qid]
+            rec["decomposition"] = {
+                "sub_questions": list(dec.sub_questions),
+                "fallback": dec.fallback,
+                "reason": dec.reason,
+                "raw": dec.raw,
+                "s": per,
+            }
+            pooled(ex, dec, rec)
+        _save(path, data)
+
+    def pooled(ex: MultiHopExample, dec: Decomposition, rec: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        queries = query_list(dec)
+        rankings = index.search_batch(queries, k=k)
+        pool = fuse(rankings, queries=queries)
+        s = time.perf_counter() - t0
+        rec["pool_list"] = [d.id for d in pool]
+        rec["pool_found_by"] = {d.id: [p.query_index for p in d.found_by] for d in pool}
+        rec["decomp+pooled"] = {
+            **_measures(rec["pool_list"], supporting[ex.qid], depth),
+            "s": rec["decomposition"]["s"] + s,
+            "retrieve_s": s,
+            "queries": len(queries),
+            "pool": len(pool),
+        }
+
+    # 2. decomposition + pooled retrieval: the rerank subset first, then the rest within the budget
+    first = [e for e in todo[:rerank_limit] if "decomp+pooled" not in per_q[e.qid]]
+    for i in range(0, len(first), gen_batch):
+        decompose(first[i : i + gen_batch])
+        logger.info("decomposed %d/%d of the rerank subset", min(i + gen_batch, len(first)), len(first))
+
+    # 3. the two rerank rows on the subset (one scoring pass over the union of the two lists)
+    for ex in todo[:rerank_limit]:
+        rec = per_q[ex.qid]
+        if "dense+rerank" in rec:
+            continue
+        dense_list = rec["dense_list"][:rerank_depth]
+        pool_list = rec["pool_list"][:rerank_depth]
+        union = list(dict.fromkeys(dense_list + pool_list))
+        t0 = time.perf_counter()
+        hits = reranker.rerank(ex.question, [corpus[i] for i in union])
+        s = time.perf_counter() - t0
+        scores = {union[h.index]: h.score for h in hits}
+        per_doc = s / len(union)
+        for row, lst, base in (
+            ("dense+rerank", dense_list, rec["dense_s"]),
+            ("decomp+pooled+rerank", pool_list, rec["decomp+pooled"]["s"]),
+        ):
+            ranked = sorted(lst, key=lambda d: (-scores[d], lst.index(d)))
+            rec[row] = {
+                **_measures(ranked, supporting[ex.qid], depth),
+                "s": base + per_doc * len(lst),
+                "rerank_s": per_doc * len(lst),
+            }
+            rec[row][f"both@{depth}"] = both_recall(lst, supporting[ex.qid], depth)
+        rec["rerank_union"] = len(union)
+        rec["rerank_pass_s"] = s
+        _save(path, data)
+        logger.info("reranked %s (%d paragraphs, %.1f s)", ex.qid, len(union), s)
+
+    # 4. decomposition for the remaining questions, within the time budget
+    rest = [e for e in todo if "decomp+pooled" not in per_q[e.qid]]
+    for i in range(0, len(rest), gen_batch):
+        if time_budget is not None and time.perf_counter() - t_start > time_budget:
+            logger.info("time budget reached: %d questions left undecomposed", len(rest) - i)
+            break
+        decompose(rest[i : i + gen_batch])
+        logger.info("decomposed %d/%d of the rest", min(i + gen_batch, len(rest)), len(rest))
+
+    data["settings"] = {
+        "k": k,
+        "rerank_depth": rerank_depth,
+        "rerank_limit": rerank_limit,
+        "gen_batch": gen_batch,
+        "reranker": reranker.describe() if hasattr(reranker, "describe") else type(reranker).__name__,
+        "fusion": "rrf (k=60), original question + sub-questions",
+    }
+    data["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    data["wall_s"] = data.get("wall_s", 0.0) + time.perf_counter() - t_start
+    data["summary"] = summarize(data, [e.qid for e in examples], rerank_depth=depth)
+    _save(path, data)
+    return data
+
+
+def summarize(data: dict[str, Any], qids: Sequence[str], *, rerank_depth: int = 20) -> list[dict[str, Any]]:
+    """One summary line per (subset, row): means of the measures, median and p90 seconds per question."""
+    per_q = data["questions"]
+    decomposed = [q for q in qids if "decomp+pooled" in per_q.get(q, {})]
+    reranked = [q for q in qids if "dense+rerank" in per_q.get(q, {})]
+    subsets = [
+        ("all", [q for q in qids if "dense" in per_q.get(q, {})]),
+        ("decomposed", decomposed),
+        ("reranked", reranked),
+    ]
+    lines = []
+    for name, subset in subsets:
+        if not subset:
+            continue
+        for row in ROWS:
+            recs = [per_q[q][row] for q in subset if row in per_q[q]]
+            if len(recs) != len(subset):
+                continue
+            secs = sorted(r["s"] for r in recs)
+            line = {"subset": name, "questions": len(subset), "row": row}
+            for m in ("both@5", "both@10", "R@10", f"both@{rerank_depth}"):
+                line[m] = statistics.fmean(r[m] for r in recs)
+            line["median_s"] = statistics.median(secs)
+            line["p90_s"] = secs[min(len(secs) - 1, int(0.9 * len(secs)))]
+            lines.append(line)
+    fallbacks = [per_q[q]["decomposition"]["fallback"] for q in decomposed]
+    if fallbacks:
+        lines.append(
+            {
+                "subset": "decomposed",
+                "questions": len(decomposed),
+                "row": "fallback_rate",
+                "value": sum(fallbacks) / len(fallbacks),
+                "mean_subquestions": statistics.fmean(
+                    0 if per_q[q]["decomposition"]["fallback"] else len(per_q[q]["decomposition"]["sub_questions"])
+                    for q in decomposed
+                ),
+            }
+        )
+    return lines
+
+
+def render_markdown(summary: Sequence[dict[str, Any]], rerank_depth: int = 20) -> str:
+    """The summary as a Markdown table."""
+    head = (
+        f"| subset | questions | pipeline | both@5 | both@10 | R@10 | list both@{rerank_depth} | median s/q | p90 s/q |"
+    )
+    rows = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for line in summary:
+        if "both@10" not in line:
+            continue
+        rows.append(
+            f"| {line['subset']} | {line['questions']} | {line['row']} | {line['both@5']:.3f} | {line['both@10']:.3f} "
+            f"| {line['R@10']:.3f} | {line[f'both@{rerank_depth}']:.3f} | {line['median_s']:.2f} "
+            f"| {line['p90_s']:.2f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point (``python -m rerank_plugins.evaluation.decomposition_bench --help``)."""
+    p = argparse.ArgumentParser(
+        prog="python -m rerank_plugins.evaluation.decomposition_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", default=str(default_data_dir() / "hotpotqa" / "dev_250.jsonl"))
+    p.add_argument("--embedder", default=os.environ.get("RERANK_EMBED_MODEL"), help="sentence-transformers folder")
+    p.add_argument("--llm", default=os.environ.get("RERANK_QUALITY_LLM"), help="decomposer model (folder / hub id)")
+    p.add_argument("--reranker", default="pointwise", help="registry name (scores must be per-document)")
+    p.add_argument("--reranker-model", default=None, help="model for the reranker (default: --llm)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--rerank-depth", type=int, default=20)
+    p.add_argument("--questions", type=int, default=None, help="use the first N questions (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="decompose at most this many questions")
+    p.add_argument("--rerank-limit", type=int, default=40)
+    p.add_argument("--gen-batch", type=int, default=8)
+    p.add_argument("--max-subquestions", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--time-budget", type=float, default=None, help="seconds; stop decomposing more after it")
+    p.add_argument("--out", default="bench-out/hotpotqa-decomposition")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not args.embedder or not args.llm:
+        p.error("--embedder and --llm are required (or set RERANK_EMBED_MODEL / RERANK_QUALITY_LLM)")
+    from rerank_plugins import registry
+
+    examples = load_multihop(args.data)
+    if args.questions:
+        examples = examples[: args.questions]
+    reranker = registry.create(args.reranker, model=args.reranker_model or args.llm)
+    data = run(
+        examples,
+        embedder=args.embedder,
+        llm=args.llm,
+        reranker=reranker,
+        out=Path(args.out),
+        k=args.k,
+        rerank_depth=args.rerank_depth,
+        limit=args.limit,
+        rerank_limit=args.rerank_limit,
+        gen_batch=args.gen_batch,
+        max_subquestions=args.max_subquestions,
+        max_new_tokens=args.max_new_tokens,
+        time_budget=args.time_budget,
+    )
+    md = render_markdown(data["summary"], max(args.k, args.rerank_depth))
+    (Path(args.out) / "table.md").write_text(md)
+    print(md)
+    for line in data["summary"]:
+        if line["row"] == "fallback_rate":
+            print(
+                f"fallback rate {line['value']:.3f}, mean sub-questions {line['mean_subquestions']:.2f} "
+                f"over {line['questions']} decomposed questions"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
