@@ -83,7 +83,7 @@ def eager_rows(folder: Path, ids: list[int], start: int) -> tuple[torch.Tensor, 
     """Per layer, eager attention of positions ``start:`` summed over heads: [q, n]."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
     with torch.no_grad():
         out = model(torch.tensor([ids]), output_attentions=True)
     return tuple(a[0, :, start:, :].sum(0) for a in out.attentions)

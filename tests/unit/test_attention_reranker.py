@@ -107,7 +107,7 @@ def eager_scores(folder, reranker: AttentionReranker, calibrate: bool) -> list[f
     """The ICR scores recomputed from full eager attention maps of the two whole prompts."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
     q = reranker.core.tokenize(QUERY)
     cf = reranker.core.tokenize("N/A")
     ids, spans, q0 = reranker._encode(q, DOCS)
