@@ -73,7 +73,7 @@ examples:
   # TREC DL19, BM25 top-20 reranked by the pointwise strategy (BENCHMARKS.md)
   rerank-plugins bench --candidates ../shared/data/trec-dl-2019/bm25_dl19_top100.jsonl \\
       --qrels ../shared/data/trec-dl-2019/qrels.dl19-passage.txt --rel-level 2 --depth 20 \\
-      --model "$RERANK_QUALITY_LLM" --method pointwise --out bench-out/dl19
+      --model "$RERANK_QUALITY_LLM" --method pointwise --bare-forward-queries 10 --out bench-out/dl19-pointwise
   # BEIR SciFact with its BM25 run, first 50 test queries
   rerank-plugins bench --beir ../shared/data/scifact --split test \\
       --run ../shared/data/scifact/runs/run.bm25.scifact.txt --limit 50 --out bench-out/scifact
