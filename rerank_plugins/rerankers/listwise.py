@@ -60,8 +60,9 @@ from rerank_plugins.scoring import Document, ScoringCore
 from rerank_plugins.types import BaseReranker
 
 __all__ = [
-    "ANSWER_INSTRUCTION",
     "ANSWER_PREFIX",
+    "FIRST_INSTRUCTION",
+    "GENERATE_INSTRUCTION",
     "IdentifierScheme",
     "ListwiseReranker",
     "ParseResult",
@@ -79,8 +80,15 @@ IdStyle = Literal["auto", "space", "bracket"]
 ANSWER_PREFIX = "Ranking:"
 _LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 _CONTENT_FREE = "N/A"
-# No example ranking in the prompt: small models copy examples (measured in issue 4).
-ANSWER_INSTRUCTION = (
+# No example ranking in the prompts: small models copy examples (measured in issue 4).
+#: closing instruction in first mode (the answer is read from the first token only)
+FIRST_INSTRUCTION = (
+    "Rank the {n} passages above from most to least relevant to the query. "
+    'Answer with the identifiers only, separated by " > ", most relevant first.'
+)
+#: closing instruction in generate mode: Qwen2.5-0.5B answered FIRST_INSTRUCTION with numbers
+#: or passage words instead of letters; this wording gets letters
+GENERATE_INSTRUCTION = (
     "Now rank the {n} passages above, most relevant first. Reply with the {n} passage identifiers "
     '(letters) in ranked order, separated by " > ". Do not explain.'
 )
@@ -385,6 +393,8 @@ class ListwiseReranker(BaseReranker):
         doc_max_tokens: per-passage token budget (longer passages are cut and counted); lowered
             automatically for a window that would not fit the context.
         instruction: the task sentence that opens the prompt.
+        answer_instruction: the closing request after the passages (``{n}`` is replaced by the
+            window size); defaults to ``FIRST_INSTRUCTION`` or ``GENERATE_INSTRUCTION`` by mode.
         id_style: ``"auto"``, ``"space"`` or ``"bracket"`` (see :func:`resolve_identifiers`).
         max_new_tokens: generation budget in generate mode (default ``3 * window + 8``).
         device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
@@ -416,6 +426,7 @@ class ListwiseReranker(BaseReranker):
         seed: int = 0,
         doc_max_tokens: int = 256,
         instruction: str | None = None,
+        answer_instruction: str | None = None,
         id_style: IdStyle = "auto",
         max_new_tokens: int | None = None,
         device: str | None = None,
@@ -442,6 +453,10 @@ class ListwiseReranker(BaseReranker):
             raise ValueError(f"doc_max_tokens must be a positive int, got {doc_max_tokens!r}")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise ValueError("instruction must be a non-empty string or None")
+        if answer_instruction is not None and (
+            not isinstance(answer_instruction, str) or not answer_instruction.strip()
+        ):
+            raise ValueError("answer_instruction must be a non-empty string or None")
         if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
             raise ValueError(f"max_new_tokens must be a positive int or None, got {max_new_tokens!r}")
         if not isinstance(seed, int):
@@ -470,7 +485,7 @@ class ListwiseReranker(BaseReranker):
             "Each passage is labelled with a letter identifier."
         )
         self.max_new_tokens = max_new_tokens
-        self.answer_instruction = ANSWER_INSTRUCTION
+        self.answer_instruction = answer_instruction or (FIRST_INSTRUCTION if mode == "first" else GENERATE_INSTRUCTION)
         # Full ranking may use every identifier the tokenizer offers; sliding windows need `window`.
         self.ids = resolve_identifiers(self.core.tokenize, window, id_style)
         self._window_calibration: dict[int, torch.Tensor] = {}
@@ -482,7 +497,7 @@ class ListwiseReranker(BaseReranker):
         parts: list[Any] = [f"{self.instruction}\n\nQuery: {query}\n"]
         for j, text in enumerate(passages):
             parts += [ids.open_text, [ids.token_ids[j]], ids.close_text, Document(" " + text.strip())]
-        parts.append(f"\n\nQuery: {query}\n" + self.answer_instruction.format(n=len(passages)))
+        parts.append(f"\n\nQuery: {query}\n" + self.answer_instruction.replace("{n}", str(len(passages))))
         enc = self.core.encode_chat(parts, assistant_prefix=ids.answer_prefix, doc_max_tokens=doc_max_tokens)
         return enc.input_ids
 
