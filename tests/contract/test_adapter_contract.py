@@ -295,3 +295,28 @@ def test_real_identity_strategy(face_name: str) -> None:
     out = face.run(cls(top_n=3), face.make(TEXTS, RETRIEVAL_SCORES), "q")
     assert [face.text(o) for o in out] == TEXTS[:3]
     assert [face.score(o) for o in out] == [0.0, -1.0, -2.0]
+
+
+def test_adapters_naming_one_model_share_one_loaded_model(tiny_model: Any, tiny_cross_encoder: Any) -> None:
+    """Two postprocessors and two compressors naming the same model hold one model object,
+    and the adapters return exactly the scores of the reranker called directly."""
+    llama = _llama_face()
+    lc = _langchain_face()
+    pointwise = [
+        *(next(c for c in f.classes if getattr(c, "strategy", None) == "pointwise") for f in (llama, lc)),
+    ]
+    adapters = [cls(model=str(tiny_model), top_n=3) for cls in pointwise for _ in range(2)]
+    adapters += [f.generic(reranker="pointwise", model=str(tiny_model)) for f in (llama, lc)]
+    cores = {id(a.reranker_instance.core) for a in adapters}
+    assert len(cores) == 1
+    direct = registry.create("pointwise", model=str(tiny_model)).rerank("which?", TEXTS, 3)
+    assert direct[0].score != direct[1].score
+    expected = [(TEXTS[h.index], h.score) for h in direct]
+    for a, face in zip(adapters[:4], (llama, llama, lc, lc), strict=True):
+        assert _result(face, face.run(a, face.make(TEXTS, RETRIEVAL_SCORES), "which?")) == expected
+
+    cross = [
+        next(c for c in f.classes if getattr(c, "strategy", None) == "cross-encoder")(model=str(tiny_cross_encoder))
+        for f in (llama, lc, llama)
+    ]
+    assert len({id(a.reranker_instance.encoder) for a in cross}) == 1
