@@ -47,8 +47,9 @@ def load_folder(
 ) -> list[TextDocument]:
     """Every file under ``folder`` (recursively) matching ``patterns``, id = relative path.
 
-    Paths use ``/`` on every OS and are sorted, so ids are stable. Empty files are skipped
-    (logged). Metadata holds ``path`` (the relative path).
+    Paths use ``/`` on every OS and are sorted, so ids are stable. Hidden files and folders
+    (``.git``, ``.pytest_cache``...) and empty files are skipped. Metadata holds ``path`` (the
+    relative path).
 
     Raises:
         ValueError: ``folder`` is not a directory, or a file is not valid ``encoding``.
@@ -61,7 +62,14 @@ def load_folder(
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"folder {str(root)!r} is not a directory")
-    files = sorted({p for pattern in patterns for p in root.rglob(pattern) if p.is_file()})
+    files = sorted(
+        {
+            p
+            for pattern in patterns
+            for p in root.rglob(pattern)
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        }
+    )
     docs: list[TextDocument] = []
     skipped = 0
     for p in files:

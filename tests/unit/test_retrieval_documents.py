@@ -27,6 +27,9 @@ def notes(tmp_path):
     (tmp_path / "sub" / "b.md").write_text("# Foxes\nThe red fox is a small canid.", encoding="utf-8")
     (tmp_path / "code.py").write_text("print('not indexed')", encoding="utf-8")
     (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "README.md").write_text("hidden folder", encoding="utf-8")
+    (tmp_path / ".hidden.txt").write_text("hidden file", encoding="utf-8")
     return tmp_path
 
 
