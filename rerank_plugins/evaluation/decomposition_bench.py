@@ -13,9 +13,9 @@ question, four pipelines:
 
 Measures per question: ``both@5`` / ``both@10`` (both supporting paragraphs in the top 5 / 10),
 ``R@10`` (fraction of the supporting paragraphs in the top 10), ``both@depth`` of the list handed
-to the reranker (its ceiling), and wall-clock seconds. Decomposition runs as batched generation
-(``--gen-batch`` questions per call); its per-question time is the batch time divided by the
-batch size. A pointwise reranker's score of a paragraph depends only on (question, paragraph),
+to the reranker (its ceiling), and wall-clock seconds. Decomposition generates for one question
+at a time by default (``--gen-batch N`` batches N questions; the per-question time is then the
+batch time divided by N). A pointwise reranker's score of a paragraph depends only on (question, paragraph),
 so the two rerank rows share one scoring pass over the union of their lists (same scores as two
 separate calls); each row's rerank time is that pass's time per paragraph times the row's
 paragraph count, and is reported as such.
@@ -123,7 +123,7 @@ def run(
     rerank_depth: int = 20,
     limit: int | None = None,
     rerank_limit: int = 40,
-    gen_batch: int = 8,
+    gen_batch: int = 1,
     max_subquestions: int = 3,
     max_new_tokens: int = 64,
     time_budget: float | None = None,
@@ -140,8 +140,8 @@ def run(
         limit: decompose at most this many questions (``None``: all, within ``time_budget``).
         rerank_limit: rerank rows on the first this many questions.
         gen_batch: questions per batched generation.
-        time_budget: stop decomposing further questions after this many seconds (the rerank
-            subset is always completed first).
+        time_budget: start no new question batch after this many seconds (every finished
+            question has all the rows it is due; the subsets are prefixes of ``examples``).
     """
     from rerank_plugins.retrieval import FaissIndex
 
@@ -195,6 +195,7 @@ def run(
                 "s": per,
             }
             pooled(ex, dec, rec)
+            rec["load"] = os.getloadavg()[0]
         _save(path, data)
 
     def pooled(ex: MultiHopExample, dec: Decomposition, rec: dict[str, Any]) -> None:
@@ -213,17 +214,9 @@ def run(
             "pool": len(pool),
         }
 
-    # 2. decomposition + pooled retrieval: the rerank subset first, then the rest within the budget
-    first = [e for e in todo[:rerank_limit] if "decomp+pooled" not in per_q[e.qid]]
-    for i in range(0, len(first), gen_batch):
-        decompose(first[i : i + gen_batch])
-        logger.info("decomposed %d/%d of the rerank subset", min(i + gen_batch, len(first)), len(first))
-
-    # 3. the two rerank rows on the subset (one scoring pass over the union of the two lists)
-    for ex in todo[:rerank_limit]:
+    def rerank(ex: MultiHopExample) -> None:
+        # the two rerank rows: one scoring pass over the union of their two lists
         rec = per_q[ex.qid]
-        if "dense+rerank" in rec:
-            continue
         dense_list = rec["dense_list"][:rerank_depth]
         pool_list = rec["pool_list"][:rerank_depth]
         union = list(dict.fromkeys(dense_list + pool_list))
@@ -245,17 +238,23 @@ def run(
             rec[row][f"both@{depth}"] = both_recall(lst, supporting[ex.qid], depth)
         rec["rerank_union"] = len(union)
         rec["rerank_pass_s"] = s
+        rec["load"] = os.getloadavg()[0]
         _save(path, data)
-        logger.info("reranked %s (%d paragraphs, %.1f s)", ex.qid, len(union), s)
 
-    # 4. decomposition for the remaining questions, within the time budget
-    rest = [e for e in todo if "decomp+pooled" not in per_q[e.qid]]
-    for i in range(0, len(rest), gen_batch):
+    # 2. question by question (in generation batches): decompose + pooled retrieval, then the two
+    # rerank rows for the first ``rerank_limit`` questions; stop starting new batches past the budget.
+    for i in range(0, len(todo), gen_batch):
         if time_budget is not None and time.perf_counter() - t_start > time_budget:
-            logger.info("time budget reached: %d questions left undecomposed", len(rest) - i)
+            logger.info("time budget reached after %d questions", i)
             break
-        decompose(rest[i : i + gen_batch])
-        logger.info("decomposed %d/%d of the rest", min(i + gen_batch, len(rest)), len(rest))
+        chunk = todo[i : i + gen_batch]
+        pending = [e for e in chunk if "decomp+pooled" not in per_q[e.qid]]
+        if pending:
+            decompose(pending)
+        for j, ex in enumerate(chunk, start=i):
+            if j < rerank_limit and "dense+rerank" not in per_q[ex.qid]:
+                rerank(ex)
+        logger.info("%d/%d questions done (%.0f s)", i + len(chunk), len(todo), time.perf_counter() - t_start)
 
     data["settings"] = {
         "k": k,
@@ -294,6 +293,8 @@ def summarize(data: dict[str, Any], qids: Sequence[str], *, rerank_depth: int = 
             line = {"subset": name, "questions": len(subset), "row": row}
             for m in ("both@5", "both@10", "R@10", f"both@{rerank_depth}"):
                 line[m] = statistics.fmean(r[m] for r in recs)
+            loads = [per_q[q]["load"] for q in subset if "load" in per_q[q]]
+            line["load"] = statistics.fmean(loads) if loads else None
             line["median_s"] = statistics.median(secs)
             line["p90_s"] = secs[min(len(secs) - 1, int(0.9 * len(secs)))]
             lines.append(line)
@@ -316,17 +317,19 @@ def summarize(data: dict[str, Any], qids: Sequence[str], *, rerank_depth: int = 
 
 def render_markdown(summary: Sequence[dict[str, Any]], rerank_depth: int = 20) -> str:
     """The summary as a Markdown table."""
-    head = (
-        f"| subset | questions | pipeline | both@5 | both@10 | R@10 | list both@{rerank_depth} | median s/q | p90 s/q |"
-    )
-    rows = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        f"| subset | questions | pipeline | both@5 | both@10 | R@10 | list both@{rerank_depth} "
+        "| median s/q | p90 s/q | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for line in summary:
         if "both@10" not in line:
             continue
+        load = f"{line['load']:.1f}" if line.get("load") is not None else ""
         rows.append(
             f"| {line['subset']} | {line['questions']} | {line['row']} | {line['both@5']:.3f} | {line['both@10']:.3f} "
             f"| {line['R@10']:.3f} | {line[f'both@{rerank_depth}']:.3f} | {line['median_s']:.2f} "
-            f"| {line['p90_s']:.2f} |"
+            f"| {line['p90_s']:.2f} | {load} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -348,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--questions", type=int, default=None, help="use the first N questions (default: all)")
     p.add_argument("--limit", type=int, default=None, help="decompose at most this many questions")
     p.add_argument("--rerank-limit", type=int, default=40)
-    p.add_argument("--gen-batch", type=int, default=8)
+    p.add_argument("--gen-batch", type=int, default=1, help="questions per batched generation")
+    p.add_argument("--doc-max-tokens", type=int, default=128, help="reranker's per-paragraph token budget")
     p.add_argument("--max-subquestions", type=int, default=3)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stop decomposing more after it")
@@ -362,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = load_multihop(args.data)
     if args.questions:
         examples = examples[: args.questions]
-    reranker = registry.create(args.reranker, model=args.reranker_model or args.llm)
+    reranker = registry.create(args.reranker, model=args.reranker_model or args.llm, doc_max_tokens=args.doc_max_tokens)
     data = run(
         examples,
         embedder=args.embedder,
