@@ -26,8 +26,8 @@ Two levers against identifier priors and position bias (both measured in BENCHMA
   same prompt with every passage replaced by ``"N/A"`` gives the model's prior for each
   identifier position; its log-softmax is subtracted from the real one. ``"window"`` uses a
   content-free query too and is cached per window size (free after the first call);
-  ``"query"`` keeps the real query (one short extra row per query and window size, batched
-  into the same forward pass).
+  ``"query"`` keeps the real query (one short extra row per query and window size; the rows
+  of all queries at one step share one extra forward pass).
 * ``permutations=k``: permutation self-consistency ("Found in the Middle: Permutation
   Self-Consistency Improves Listwise Ranking in Large Language Models", Tang et al., 2024):
   the window is scored in k orderings (its current order, the reverse, then seeded shuffles)
@@ -580,6 +580,8 @@ class ListwiseReranker(BaseReranker):
     def _first_step(self, active: list[_QueryState], step: int, stats: dict[str, float]) -> None:
         rows: list[list[int]] = []
         row_ids: list[list[int]] = []
+        cal_rows: list[list[int]] = []
+        cal_ids: list[list[int]] = []
         plans: list[tuple[_QueryState, list[int], list[list[int]], int, int | None]] = []
         k_max = max(e - s for st in active for s, e in [st.schedule[step]])
         for st in active:
@@ -590,21 +592,26 @@ class ListwiseReranker(BaseReranker):
             first_row = len(rows)
             for order in orders:
                 rows.append(self._fitted_prompt(st.query, [st.docs[items[j]] for j in order]))
-            cal_row = None
-            if self.calibrate == "query" and w not in st.calibration:
-                cal_row = len(rows)
-                rows.append(self._calibration_prompt(st.query, w))
-                stats["calibration_rows"] += 1
             padded = list(self.ids.token_ids[:w]) + [self.ids.token_ids[0]] * (k_max - w)
             row_ids += [padded] * (len(rows) - first_row)
+            cal_row = None
+            if self.calibrate == "query" and w not in st.calibration:
+                cal_row = len(cal_rows)
+                cal_rows.append(self._calibration_prompt(st.query, w))
+                cal_ids.append(padded)
             plans.append((st, items, orders, first_row, cal_row))
         logits = self.core.next_token_logits(rows, row_ids)
         stats["rows"] += len(rows)
+        if cal_rows:
+            # A call of their own: batched with the windows, these short rows would be padded to
+            # the windows' length (10x their cost).
+            cal_logits = self.core.next_token_logits(cal_rows, cal_ids)
+            stats["calibration_rows"] += len(cal_rows)
         for st, items, orders, first_row, cal_row in plans:
             w = len(items)
             start, end = st.schedule[step]
             if cal_row is not None:
-                st.calibration[w] = torch.log_softmax(logits[cal_row, :w].double(), dim=-1)
+                st.calibration[w] = torch.log_softmax(cal_logits[cal_row, :w].double(), dim=-1)
             if self.calibrate == "window":
                 cal: torch.Tensor | None = self._calibration_for(w)
             elif self.calibrate == "query":

@@ -150,13 +150,16 @@ def test_position_bias_wins_without_calibration_and_is_removed_with_it(real_core
     assert core.calls == [1, 1, 1]
 
 
-def test_query_calibration_rides_in_the_same_forward_pass(real_core):
+def test_query_calibration_rows_of_a_batch_share_one_extra_call(real_core):
     core = fake(real_core, 5, [10.0, 6.0, 3.0, 1.0, 0.0])
     r = ListwiseReranker(core, window=5, calibrate="query")
     assert order(r.rerank("what", [doc(i) for i in range(5)])) == [4, 3, 2, 1, 0]
-    assert core.calls == [2]
-    assert r.last_stats["calibration_rows"] == 1 and r.last_stats["rows"] == 2
+    assert core.calls == [1, 1]  # the window row, then its short content-free row (not padded to the window)
+    assert r.last_stats["calibration_rows"] == 1 and r.last_stats["rows"] == 1
     assert "Query: what" in core.prompts[-1] and core.prompts[-1].count("N/A") == 5
+    core.calls.clear()
+    r.score_batch(["a", "b"], [[doc(i) for i in range(5)], [doc(1), doc(3), doc(0)]])
+    assert core.calls == [2, 2] and r.last_stats["calibration_rows"] == 2
 
 
 def test_permutation_self_consistency_cancels_a_linear_position_bias(real_core):
