@@ -461,8 +461,9 @@ class ListwiseReranker(BaseReranker):
             raise ValueError(f"max_new_tokens must be a positive int or None, got {max_new_tokens!r}")
         if not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
+        self.core: ScoringCore
         if _is_core(model):
-            self.core = model
+            self.core = model  # type: ignore[assignment]  # a ScoringCore, or a test double with its interface
         else:
             self.core = resolve_core(
                 model,
