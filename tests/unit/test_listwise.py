@@ -242,3 +242,16 @@ def test_registry_builds_it_on_the_tiny_model(tiny_model):
     assert sorted(order(hits)) == list(range(6))
     assert hits == r.rerank("capital of France", docs)
     assert r.describe()["mode"] == "first" and r.describe()["calibrate"] == "window"
+
+
+def test_first_mode_costs_one_forward_pass_per_window_on_a_real_core(tiny_model):
+    r = ListwiseReranker(str(tiny_model), window=4, stride=2, calibrate="window")
+    docs = ["Paris is the capital of France.", "Berlin.", "The quick brown fox.", "a", "b", "c"]
+    before = r.core.stats.snapshot()
+    r.rerank("capital of France", docs)
+    after = r.core.stats.snapshot()
+    # windows (2,6) and (0,4), plus the content-free row for window size 4 (cached afterwards)
+    assert after["forward_passes"] - before["forward_passes"] == 3
+    assert after["generated_tokens"] == before["generated_tokens"]
+    r.rerank("capital of Germany", docs)
+    assert r.core.stats.snapshot()["forward_passes"] - after["forward_passes"] == 2
