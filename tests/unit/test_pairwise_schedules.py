@@ -173,6 +173,15 @@ def test_heapsort_top10_of_100_within_ten_percent_of_allpair():
     assert 2 * (2 * 99 + 2 * 9 * 6) == 612
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_heapsort_bound_holds_for_any_comparator(seed):
+    # the bound is structural: an intransitive comparator with ties cannot exceed it either
+    cmp = Noisy(100, seed)
+    order, scores = heapsort_topk(100, 10, cmp)
+    assert_consistent(order, scores, 100)
+    assert cmp.pairs <= 2 * 99 + 2 * 9 * 6
+
+
 def test_heapsort_heapify_batches_independent_sift_downs():
     cmp = TotalOrder(shuffled(100, 1))
     heapsort_topk(100, 1, cmp)
