@@ -130,8 +130,28 @@ def run_retrieval_benchmark(
     qrels = {q: ds.qrels[q] for q in qids}
     logger.info("%s: %d documents, %d queries", Path(beir_dir).name, len(doc_ids), len(qids))
 
+    import torch
+
     rows: list[dict[str, Any]] = []
     run_paths: dict[str, Path] = {}
+    data: dict[str, Any] = {
+        "dataset": f"{Path(beir_dir).name}-{split}",
+        "documents": len(doc_ids),
+        "queries": len(qids),
+        "k": k,
+        "measures": list(measures),
+        "command": command,
+        "started": _now(),
+        "finished": None,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "faiss": __import__("faiss").__version__,
+            "numpy": np.__version__,
+        },
+        "rows": rows,
+    }
     for label, path in (baseline_runs or {}).items():
         run = load_trec_run(path)
         rankings = {q: [d for d, _ in run.get(q, [])][:k] for q in qids}
@@ -140,6 +160,7 @@ def run_retrieval_benchmark(
             raise ValueError(f"run {path} has no ranking for {len(missing)} benchmark queries (first {missing[0]!r})")
         ev = evaluate(qrels, rankings, measures)
         rows.append({"label": label, "kind": "run file", "run": str(path), "metrics": ev.aggregate})
+        _write(out, data)
 
     for name in embedders:
         emb_label = _label(name)
@@ -194,33 +215,24 @@ def run_retrieval_benchmark(
                 "metrics": ev.aggregate,
                 "run": str(run_paths[label]),
             })  # fmt: skip
-            logger.info("%s: %s", label, ev.aggregate)
+            _write(out, data)  # after every row: an interrupted run keeps what it measured
+            logger.info("%s: %s, median query %.1f ms", label, ev.aggregate, 1000 * rows[-1]["query_latency_median_s"])
 
-    import torch
+    markdown = _write(out, data, final=True)
+    return RetrievalBenchResult(data, markdown, out / "results.json", out / "results.md", run_paths)
 
-    data = {
-        "dataset": f"{Path(beir_dir).name}-{split}",
-        "documents": len(doc_ids),
-        "queries": len(qids),
-        "k": k,
-        "measures": list(measures),
-        "command": command,
-        "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "faiss": __import__("faiss").__version__,
-            "numpy": np.__version__,
-        },
-        "rows": rows,
-    }
-    results_path = out / "results.json"
-    results_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write(out: Path, data: dict[str, Any], *, final: bool = False) -> str:
+    if final:
+        data["finished"] = _now()
+    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     markdown = render_markdown(data)
-    markdown_path = out / "results.md"
-    markdown_path.write_text(markdown + "\n", encoding="utf-8")
-    return RetrievalBenchResult(data, markdown, results_path, markdown_path, run_paths)
+    (out / "results.md").write_text(markdown + "\n", encoding="utf-8")
+    return markdown
 
 
 def _ms(seconds: float | None) -> str:
