@@ -194,9 +194,9 @@ def run_retrieval_benchmark(
                 results.append(index.search_vectors(qmat[i : i + 1], k=k)[0])
                 search_times.append(time.perf_counter() - t0)
             latencies = [a + b for a, b in zip(embed_times, search_times, strict=True)]
-            rankings = {q: [(r.id, r.score) for r in res] for q, res in zip(qids, results, strict=True)}
-            ev = evaluate(qrels, {q: [d for d, _ in docs] for q, docs in rankings.items()}, measures)
-            run_paths[label] = write_trec_run(out / f"run.{label}.txt", rankings, label)
+            ranked = {q: [(r.id, r.score) for r in res] for q, res in zip(qids, results, strict=True)}
+            ev = evaluate(qrels, {q: [d for d, _ in docs] for q, docs in ranked.items()}, measures)
+            run_paths[label] = write_trec_run(out / f"run.{label}.txt", ranked, label)
             rows.append({
                 "label": label,
                 "kind": kind,
