@@ -61,6 +61,8 @@ class _RerankBase(BaseDocumentCompressor):
     _reranker: Reranker = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        # built once, here: the model itself comes from the shared core's process-wide cache
         self._reranker = self._build_reranker()
 
     def _build_reranker(self) -> Reranker:  # pragma: no cover - overridden
