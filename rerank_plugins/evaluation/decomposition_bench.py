@@ -154,8 +154,15 @@ def run(
     corpus, supporting = build_corpus(examples)
     ids = list(corpus)
     t0 = time.perf_counter()
-    index = FaissIndex.build([corpus[i] for i in ids], ids=ids, embedder=embedder, kind="flat", show_progress=False)
-    data["index"] = {"paragraphs": len(ids), "build_s": time.perf_counter() - t0, "embedder": index.embedder.name}
+    saved = out / "index"
+    if saved.exists():  # a resumed run reuses the index (checked: same embedder, same paragraph ids)
+        index = FaissIndex.load(saved, embedder=embedder)
+        if list(index.ids) != ids:
+            raise ValueError(f"{saved} holds other paragraphs; delete it or use another --out")
+    else:
+        index = FaissIndex.build([corpus[i] for i in ids], ids=ids, embedder=embedder, kind="flat", show_progress=False)
+        data["index"] = {"paragraphs": len(ids), "build_s": time.perf_counter() - t0, "embedder": index.embedder.name}
+        index.save(saved)
     depth = max(k, rerank_depth)
     index.search("warm-up", k=1)
 
