@@ -87,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = RetrieverQueryEngine.from_args(
             index.as_retriever(similarity_top_k=args.candidates), llm=llm, node_postprocessors=[reranker]
         )
-    else:
-        engine = RetrieverQueryEngine.from_args(
-            index.as_retriever(similarity_top_k=args.candidates),
-            llm=MockLLM(),
-            response_mode="no_text",
+    else:  # retrieve and rerank only (NoText gets the LLM explicitly: no Settings.llm lookup)
+        from llama_index.core.response_synthesizers.no_text import NoText
+
+        engine = RetrieverQueryEngine(
+            retriever=index.as_retriever(similarity_top_k=args.candidates),
+            response_synthesizer=NoText(llm=MockLLM()),
             node_postprocessors=[reranker],
         )
 
