@@ -9,7 +9,7 @@ all paths alike; the report gives median latency per call and the median overhea
 Run:
     python scripts/bench_adapter_overhead.py --strategy identity --repeats 2000
     flock /work/bench.lock python scripts/bench_adapter_overhead.py --strategy pointwise \\
-        --model ~/.cache/rerank-models/smollm2 --repeats 15
+        --model ~/.cache/rerank-models/smollm2 --queries 2 --repeats 4 --doc-max-tokens 128
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=20)
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=200, help="calls per path (spread over the queries)")
+    parser.add_argument("--doc-max-tokens", type=int, default=None, help="per-document token budget (LLM strategies)")
     parser.add_argument("--out", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
 
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     queries = [ds.queries[q] for q in sorted(ds.queries, key=int)[: args.queries]]
     pools = [doc_texts[i * args.docs : (i + 1) * args.docs] for i in range(args.queries)]
 
-    options = {"model": args.model} if args.model else {}
+    options: dict[str, Any] = {"model": args.model} if args.model else {}
+    if args.doc_max_tokens:
+        options["doc_max_tokens"] = args.doc_max_tokens
     reranker = registry.create(args.strategy, **options)
     li = LIRerank(reranker=reranker, top_n=None)
     lc = LCRerank(reranker=reranker, top_n=None)
@@ -67,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # warm-up: first calls pay for lazy imports and allocator growth
-    for i in range(len(queries)):
-        for f in sync_paths.values():
-            f(i)
+    for f in sync_paths.values():
+        f(0)
 
     sync_t: dict[str, list[float]] = {k: [] for k in sync_paths}
     for r in range(args.repeats):
@@ -81,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run_async() -> dict[str, list[float]]:
         out: dict[str, list[float]] = {k: [] for k in async_paths}
-        for i in range(len(queries)):
-            for f in async_paths.values():
-                await f(i)
+        for f in async_paths.values():
+            await f(0)
         for r in range(args.repeats):
             i = r % len(queries)
             for name, f in async_paths.items():
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "strategy": args.strategy,
         "model": args.model,
         "docs_per_query": args.docs,
+        "doc_max_tokens": args.doc_max_tokens,
         "queries": len(queries),
         "repeats": args.repeats,
         "sync": summary(sync_t),
