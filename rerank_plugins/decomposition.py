@@ -465,9 +465,8 @@ class Decomposer:
         if self.acomplete is None:
             return await asyncio.to_thread(self.decompose, question)
         try:
-            raw = self.acomplete(self.render(question))
-            if inspect.isawaitable(raw):
-                raw = await raw
+            pending: Any = self.acomplete(self.render(question))
+            raw: object = await pending if inspect.isawaitable(pending) else pending
         except Exception as exc:
             return self._failed(question, exc)
         return self.parse(question, raw)
@@ -709,7 +708,7 @@ def as_batch_retriever(retriever: Any) -> BatchRetriever:
     if hasattr(retriever, "search_batch"):
         return _SearchBatchAdapter(retriever)
     if callable(getattr(retriever, "search", None)):
-        return retriever  # type: ignore[no-any-return]
+        return retriever
     if callable(retriever):
         return _FunctionAdapter(retriever)
     raise ValueError(
