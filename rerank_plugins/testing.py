@@ -144,8 +144,8 @@ def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: 
     import string
 
     import torch
+    import transformers
     from transformers import BertConfig, BertForSequenceClassification
-    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-ce-{seed}"
     with _lock:
@@ -156,7 +156,7 @@ def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: 
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
         vocab += [p for p in string.punctuation] + [w for w in words if w not in vocab]
         (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+        tokenizer = transformers.BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)  # type: ignore[attr-defined]
         tokenizer.save_pretrained(out)
         config = BertConfig(
             vocab_size=len(vocab),
