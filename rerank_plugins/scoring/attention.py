@@ -216,7 +216,7 @@ class _CacheSnapshot:
     def __init__(self, cache: Any) -> None:
         from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-        layers = getattr(cache, "layers", None)
+        layers: list[Any] = list(getattr(cache, "layers", None) or [])
         self.cheap = bool(layers) and all(type(la) in (DynamicLayer, DynamicSlidingWindowLayer) for la in layers)
         self.cache = cache
         if self.cheap:
