@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -238,6 +239,18 @@ def load_model(
         if tok_source.startswith((".", "/", "~")) and not Path(tok_source).is_dir():
             raise FileNotFoundError(f"tokenizer: folder not found: {tok_source}")
     key = (spec, str(dev), dt, attn_implementation, trust_remote_code, tok_source)
+    loaded: LoadedModel = _load_once(
+        key, lambda: _load(spec, dev, dt, attn_implementation, trust_remote_code, tok_source)
+    )
+    return loaded
+
+
+def _load_once(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    """Return the cached object for ``key``, calling ``load`` at most once per key per process.
+
+    A lock per key lets different models load in parallel while concurrent first calls for the
+    same key wait for one load instead of loading twice.
+    """
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -246,10 +259,10 @@ def load_model(
         with _cache_lock:
             if key in _cache:
                 return _cache[key]
-        loaded = _load(spec, dev, dt, attn_implementation, trust_remote_code, tok_source)
+        obj = load()
         with _cache_lock:
-            _cache[key] = loaded
-    return loaded
+            _cache[key] = obj
+    return obj
 
 
 def load_count() -> int:
@@ -278,20 +291,14 @@ def load_cross_encoder(
     """
     from sentence_transformers import CrossEncoder
 
-    global _loads
     text = os.path.expanduser(str(model))
     if text.startswith((".", "/", "~")) and not Path(text).is_dir():
         raise FileNotFoundError(f"model: cross-encoder folder not found: {text}")
     dev = resolve_device(device)
     key = ("cross-encoder", text, str(dev), max_length, trust_remote_code)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-        key_lock = _key_locks.setdefault(key, threading.Lock())
-    with key_lock:
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
+
+    def load() -> Any:
+        global _loads
         start = time.perf_counter()
         try:
             ce = CrossEncoder(text, device=str(dev), max_length=max_length, trust_remote_code=trust_remote_code)
@@ -302,6 +309,6 @@ def load_cross_encoder(
             ) from exc
         _loads += 1
         logger.info("loaded cross-encoder %s on %s in %.1fs", text, dev, time.perf_counter() - start)
-        with _cache_lock:
-            _cache[key] = ce
-    return ce
+        return ce
+
+    return _load_once(key, load)
