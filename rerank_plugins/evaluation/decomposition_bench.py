@@ -18,7 +18,10 @@ at a time by default (``--gen-batch N`` batches N questions; the per-question ti
 batch time divided by N). A pointwise reranker's score of a paragraph depends only on (question, paragraph),
 so the two rerank rows share one scoring pass over the union of their lists (same scores as two
 separate calls); each row's rerank time is that pass's time per paragraph times the row's
-paragraph count, and is reported as such.
+paragraph count, and is reported as such. List-wise rerankers (``attention``, ``listwise``,
+``pairwise``) rerank each row's list in its own call, timed on its own. ``--reranker`` takes a
+registry name with options, as ``rerank-plugins bench --method`` does, e.g.
+``attention:layers=4:20``.
 
 Usage:
     python -m rerank_plugins.evaluation.decomposition_bench --embedder $RERANK_EMBED_MODEL \\
@@ -49,6 +52,8 @@ __all__ = ["both_recall", "build_corpus", "main", "paragraph_recall", "run", "su
 
 logger = logging.getLogger(__name__)
 
+#: registry names whose score of a paragraph depends only on (question, paragraph)
+PER_DOCUMENT_RERANKERS = frozenset({"pointwise", "cross-encoder", "identity", "keyword"})
 ROWS = ("dense", "dense+rerank", "decomp+pooled", "decomp+pooled+rerank")
 
 
@@ -134,7 +139,9 @@ def run(
         examples: the questions (in order; subsets are prefixes).
         embedder: an embedder object or a sentence-transformers name/folder for the FAISS index.
         llm: the decomposer's LLM (see :class:`Decomposer`), or a ready Decomposer.
-        reranker: a Reranker (scores must depend only on (query, document): pointwise, cross-encoder).
+        reranker: a Reranker. Per-document scorers (``PER_DOCUMENT_RERANKERS``: pointwise,
+            cross-encoder) score the union of the two rerank rows' lists in one pass; any other
+            (attention, listwise, pairwise) reranks each list in its own call.
         k: documents per query (and the dense list length).
         rerank_depth: documents handed to the reranker (dense top-n / first n of the pool).
         limit: decompose at most this many questions (``None``: all, within ``time_budget``).
@@ -221,30 +228,41 @@ def run(
             "pool": len(pool),
         }
 
+    per_document = getattr(reranker, "name", None) in PER_DOCUMENT_RERANKERS
+
     def rerank(ex: MultiHopExample) -> None:
-        # the two rerank rows: one scoring pass over the union of their two lists
         rec = per_q[ex.qid]
         dense_list = rec["dense_list"][:rerank_depth]
         pool_list = rec["pool_list"][:rerank_depth]
-        union = list(dict.fromkeys(dense_list + pool_list))
-        t0 = time.perf_counter()
-        hits = reranker.rerank(ex.question, [corpus[i] for i in union])
-        s = time.perf_counter() - t0
-        scores = {union[h.index]: h.score for h in hits}
-        per_doc = s / len(union)
+        if per_document:
+            # scores depend only on (question, paragraph): one scoring pass over the union of the
+            # two lists gives the same scores as two calls; each row is charged its share of it
+            union = list(dict.fromkeys(dense_list + pool_list))
+            t0 = time.perf_counter()
+            hits = reranker.rerank(ex.question, [corpus[i] for i in union])
+            s = time.perf_counter() - t0
+            scores = {union[h.index]: h.score for h in hits}
+            orders = {
+                id(lst): (sorted(lst, key=lambda d: (-scores[d], lst.index(d))), s / len(union) * len(lst))
+                for lst in (dense_list, pool_list)
+            }
+            rec["rerank_union"] = len(union)
+            rec["rerank_pass_s"] = s
+        else:
+            # list-wise scores (attention, listwise, pairwise): each list is its own call
+            orders = {}
+            for lst in (dense_list, pool_list):
+                t0 = time.perf_counter()
+                hits = reranker.rerank(ex.question, [corpus[i] for i in lst])
+                orders[id(lst)] = ([lst[h.index] for h in hits], time.perf_counter() - t0)
         for row, lst, base in (
             ("dense+rerank", dense_list, rec["dense_s"]),
             ("decomp+pooled+rerank", pool_list, rec["decomp+pooled"]["s"]),
         ):
-            ranked = sorted(lst, key=lambda d: (-scores[d], lst.index(d)))
-            rec[row] = {
-                **_measures(ranked, supporting[ex.qid], depth),
-                "s": base + per_doc * len(lst),
-                "rerank_s": per_doc * len(lst),
-            }
+            ranked, rerank_s = orders[id(lst)]
+            rec[f"{row}_list"] = ranked
+            rec[row] = {**_measures(ranked, supporting[ex.qid], depth), "s": base + rerank_s, "rerank_s": rerank_s}
             rec[row][f"both@{depth}"] = both_recall(lst, supporting[ex.qid], depth)
-        rec["rerank_union"] = len(union)
-        rec["rerank_pass_s"] = s
         rec["load"] = os.getloadavg()[0]
         _save(path, data)
 
@@ -351,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", default=str(default_data_dir() / "hotpotqa" / "dev_250.jsonl"))
     p.add_argument("--embedder", default=os.environ.get("RERANK_EMBED_MODEL"), help="sentence-transformers folder")
     p.add_argument("--llm", default=os.environ.get("RERANK_QUALITY_LLM"), help="decomposer model (folder / hub id)")
-    p.add_argument("--reranker", default="pointwise", help="registry name (scores must be per-document)")
+    p.add_argument("--reranker", default="pointwise", help="NAME[:KEY=VALUE,...], e.g. attention:layers=4:20")
     p.add_argument("--reranker-model", default=None, help="model for the reranker (default: --llm)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--rerank-depth", type=int, default=20)
@@ -373,7 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = load_multihop(args.data)
     if args.questions:
         examples = examples[: args.questions]
-    reranker = registry.create(args.reranker, model=args.reranker_model or args.llm, doc_max_tokens=args.doc_max_tokens)
+    from rerank_plugins.evaluation.bench import parse_method_spec, with_shared_options
+
+    spec = with_shared_options(
+        parse_method_spec(args.reranker),
+        {"model": args.reranker_model or args.llm, "doc_max_tokens": args.doc_max_tokens},
+    )
+    reranker = registry.create(spec.name, **spec.options)
     data = run(
         examples,
         embedder=args.embedder,

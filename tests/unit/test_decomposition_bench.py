@@ -17,6 +17,7 @@ from rerank_plugins.evaluation.decomposition_bench import (
 )
 from rerank_plugins.evaluation.loaders import Context, MultiHopExample
 from rerank_plugins.testing import KeywordReranker
+from rerank_plugins.types import Hit
 
 
 def test_both_and_paragraph_recall() -> None:
@@ -95,3 +96,70 @@ def test_run_end_to_end_with_fakes(tmp_path: Path) -> None:
         gen_batch=1,
     )
     assert again["questions"]["q1"]["decomposition"] == q1["decomposition"]
+
+
+class _ListwiseFake:
+    """A list-dependent reranker (not per-document): reverses each list it is given, records calls."""
+
+    name = "reverse-fake"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def rerank(self, query: str, documents: list[str], top_k: int | None = None) -> list[Hit]:
+        self.calls.append(list(documents))
+        n = len(documents)
+        return [Hit(i, float(i)) for i in reversed(range(n))]
+
+
+def test_list_dependent_reranker_gets_each_list_in_its_own_call(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    from rerank_plugins.retrieval import HashingEmbedder
+
+    fake = _ListwiseFake()
+    data = run(
+        _examples(),
+        embedder=HashingEmbedder(128),
+        llm=Decomposer(lambda p: "1. Seine river Paris\n2. Parisii founded Paris"),
+        reranker=fake,
+        out=tmp_path,
+        k=2,
+        rerank_depth=3,
+        rerank_limit=2,
+    )
+    assert len(fake.calls) == 4  # two questions x (dense list, pooled list), never a union
+    for qid, (dense_call, pool_call) in zip(("q1", "q2"), (fake.calls[0:2], fake.calls[2:4]), strict=True):
+        rec = data["questions"][qid]
+        corpus, _ = build_corpus(_examples())
+        assert dense_call == [corpus[i] for i in rec["dense_list"][:3]]
+        assert pool_call == [corpus[i] for i in rec["pool_list"][:3]]
+        assert rec["dense+rerank_list"] == list(reversed(rec["dense_list"][:3]))
+        assert rec["decomp+pooled+rerank_list"] == list(reversed(rec["pool_list"][:3]))
+        assert "rerank_union" not in rec
+
+
+def test_per_document_reranker_scores_the_union_once(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    from rerank_plugins.retrieval import HashingEmbedder
+
+    class CountingKeyword(KeywordReranker):
+        calls = 0
+
+        def rerank(self, query, documents, top_k=None):  # type: ignore[no-untyped-def]
+            CountingKeyword.calls += 1
+            return super().rerank(query, documents, top_k)
+
+    data = run(
+        _examples(),
+        embedder=HashingEmbedder(128),
+        llm=Decomposer(lambda p: "1. Seine river Paris"),
+        reranker=CountingKeyword(),
+        out=tmp_path,
+        k=2,
+        rerank_depth=3,
+        rerank_limit=2,
+    )
+    assert CountingKeyword.calls == 2  # one pass per question over the union of both lists
+    rec = data["questions"]["q1"]
+    assert rec["rerank_union"] == len(set(rec["dense_list"][:3]) | set(rec["pool_list"][:3]))
+    assert sorted(rec["dense+rerank_list"]) == sorted(rec["dense_list"][:3])
