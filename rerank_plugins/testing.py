@@ -127,6 +127,7 @@ class KeywordReranker(BaseReranker):
     """
 
     name = "keyword"
+    per_document = True
 
     def score(self, query: str, documents: list[str]) -> list[float]:
         words = set(re.findall(r"\w+", query.lower()))

@@ -116,6 +116,9 @@ class BaseReranker(ABC):
 
     #: registry name of the strategy, e.g. ``"pointwise"``
     name: str = ""
+    #: True when a document's score depends only on (query, document), not on the other
+    #: documents in the call: scores from separate calls are then comparable
+    per_document: bool = False
 
     @abstractmethod
     def score(self, query: str, documents: list[str]) -> list[float]:

@@ -52,8 +52,6 @@ __all__ = ["both_recall", "build_corpus", "main", "paragraph_recall", "run", "su
 
 logger = logging.getLogger(__name__)
 
-#: registry names whose score of a paragraph depends only on (question, paragraph)
-PER_DOCUMENT_RERANKERS = frozenset({"pointwise", "cross-encoder", "identity", "keyword"})
 ROWS = ("dense", "dense+rerank", "decomp+pooled", "decomp+pooled+rerank")
 
 
@@ -139,7 +137,7 @@ def run(
         examples: the questions (in order; subsets are prefixes).
         embedder: an embedder object or a sentence-transformers name/folder for the FAISS index.
         llm: the decomposer's LLM (see :class:`Decomposer`), or a ready Decomposer.
-        reranker: a Reranker. Per-document scorers (``PER_DOCUMENT_RERANKERS``: pointwise,
+        reranker: a Reranker. Per-document scorers (``reranker.per_document``: pointwise,
             cross-encoder) score the union of the two rerank rows' lists in one pass; any other
             (attention, listwise, pairwise) reranks each list in its own call.
         k: documents per query (and the dense list length).
@@ -228,7 +226,7 @@ def run(
             "pool": len(pool),
         }
 
-    per_document = getattr(reranker, "name", None) in PER_DOCUMENT_RERANKERS
+    per_document = getattr(reranker, "per_document", False)
 
     def rerank(ex: MultiHopExample) -> None:
         rec = per_q[ex.qid]
@@ -242,24 +240,24 @@ def run(
             hits = reranker.rerank(ex.question, [corpus[i] for i in union])
             s = time.perf_counter() - t0
             scores = {union[h.index]: h.score for h in hits}
-            orders = {
-                id(lst): (sorted(lst, key=lambda d: (-scores[d], lst.index(d))), s / len(union) * len(lst))
-                for lst in (dense_list, pool_list)
-            }
             rec["rerank_union"] = len(union)
             rec["rerank_pass_s"] = s
+
+            def order(lst: list[str]) -> tuple[list[str], float]:
+                return sorted(lst, key=lambda d: (-scores[d], lst.index(d))), s / len(union) * len(lst)
+
         else:
             # list-wise scores (attention, listwise, pairwise): each list is its own call
-            orders = {}
-            for lst in (dense_list, pool_list):
+            def order(lst: list[str]) -> tuple[list[str], float]:
                 t0 = time.perf_counter()
                 hits = reranker.rerank(ex.question, [corpus[i] for i in lst])
-                orders[id(lst)] = ([lst[h.index] for h in hits], time.perf_counter() - t0)
+                return [lst[h.index] for h in hits], time.perf_counter() - t0
+
         for row, lst, base in (
             ("dense+rerank", dense_list, rec["dense_s"]),
             ("decomp+pooled+rerank", pool_list, rec["decomp+pooled"]["s"]),
         ):
-            ranked, rerank_s = orders[id(lst)]
+            ranked, rerank_s = order(lst)
             rec[f"{row}_list"] = ranked
             rec[row] = {**_measures(ranked, supporting[ex.qid], depth), "s": base + rerank_s, "rerank_s": rerank_s}
             rec[row][f"both@{depth}"] = both_recall(lst, supporting[ex.qid], depth)

@@ -34,6 +34,7 @@ class CrossEncoderReranker(BaseReranker):
     """
 
     name = "cross-encoder"
+    per_document = True
 
     def __init__(
         self,

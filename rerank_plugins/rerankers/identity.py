@@ -20,6 +20,7 @@ class IdentityReranker(BaseReranker):
     """
 
     name = "identity"
+    per_document = True
 
     def score(self, query: str, documents: list[str]) -> list[float]:
         return [float(-i) for i in range(len(documents))]  # float(-0) is 0.0, not -0.0

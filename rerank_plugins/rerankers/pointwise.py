@@ -53,6 +53,7 @@ class PointwiseReranker(BaseReranker):
     """
 
     name = "pointwise"
+    per_document = True
 
     def __init__(
         self,

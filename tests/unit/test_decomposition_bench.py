@@ -102,6 +102,7 @@ class _ListwiseFake:
     """A list-dependent reranker (not per-document): reverses each list it is given, records calls."""
 
     name = "reverse-fake"
+    per_document = False
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
@@ -128,9 +129,9 @@ def test_list_dependent_reranker_gets_each_list_in_its_own_call(tmp_path: Path) 
         rerank_limit=2,
     )
     assert len(fake.calls) == 4  # two questions x (dense list, pooled list), never a union
+    corpus, _ = build_corpus(_examples())
     for qid, (dense_call, pool_call) in zip(("q1", "q2"), (fake.calls[0:2], fake.calls[2:4]), strict=True):
         rec = data["questions"][qid]
-        corpus, _ = build_corpus(_examples())
         assert dense_call == [corpus[i] for i in rec["dense_list"][:3]]
         assert pool_call == [corpus[i] for i in rec["pool_list"][:3]]
         assert rec["dense+rerank_list"] == list(reversed(rec["dense_list"][:3]))
@@ -163,3 +164,18 @@ def test_per_document_reranker_scores_the_union_once(tmp_path: Path) -> None:
     rec = data["questions"]["q1"]
     assert rec["rerank_union"] == len(set(rec["dense_list"][:3]) | set(rec["pool_list"][:3]))
     assert sorted(rec["dense+rerank_list"]) == sorted(rec["dense_list"][:3])
+
+
+def test_per_document_flag_marks_exactly_the_per_document_strategies() -> None:
+    from rerank_plugins import registry
+
+    flags = {name: registry.get_factory(name).per_document for name in registry.available()}
+    assert flags == {
+        "identity": True,
+        "pointwise": True,
+        "cross-encoder": True,
+        "listwise": False,
+        "pairwise": False,
+        "attention": False,
+    }
+    assert KeywordReranker.per_document
