@@ -51,7 +51,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -386,8 +386,10 @@ class ListwiseReranker(BaseReranker):
         full_ranking: rank all candidates in one window when they fit the identifiers and the
             context ("Sliding Windows Are Not the End", Liu et al., 2024); otherwise fall back to
             sliding windows (logged and counted in ``last_stats["full_ranking_fallback"]``).
-        calibrate: ``"window"`` (default in first mode), ``"query"`` or ``"none"``; first mode
-            only (see the module docstring).
+        calibrate: ``"window"``, ``"query"`` or ``"none"`` (also ``None`` or ``False``); the
+            default ``"auto"`` is ``"window"`` in first mode and ``"none"`` in generate mode;
+            ``True`` is ``"window"``. Calibration applies to first mode only (see the module
+            docstring).
         permutations: orderings averaged per window (first mode only); costs k rows per window.
         seed: seed of the shuffled orderings.
         doc_max_tokens: per-passage token budget (longer passages are cut and counted); lowered
@@ -421,7 +423,7 @@ class ListwiseReranker(BaseReranker):
         stride: int | None = None,
         passes: int = 1,
         full_ranking: bool = False,
-        calibrate: Calibration | None = None,
+        calibrate: Calibration | Literal["auto"] | bool | None = "auto",
         permutations: int = 1,
         seed: int = 0,
         doc_max_tokens: int = 256,
@@ -441,11 +443,17 @@ class ListwiseReranker(BaseReranker):
         window_schedule(0, window, stride, passes)  # validates window, stride, passes
         if not isinstance(full_ranking, bool):
             raise ValueError(f"full_ranking must be a bool, got {full_ranking!r}")
-        if calibrate is not None and calibrate not in ("none", "window", "query"):
-            raise ValueError(f"calibrate must be 'none', 'window' or 'query', got {calibrate!r}")
+        # None / False mean "no calibration", never "the default": the bench CLI turns the text
+        # "none" into None, and `calibrate=none` once silently ran the default (window) row.
+        if calibrate is None or calibrate is False:
+            calibrate = "none"
+        elif calibrate is True:
+            calibrate = "window"
+        if calibrate not in ("auto", "none", "window", "query"):
+            raise ValueError(f"calibrate must be 'auto', 'none', 'window' or 'query', got {calibrate!r}")
         if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
             raise ValueError(f"permutations must be a positive int, got {permutations!r}")
-        if mode == "generate" and calibrate not in (None, "none"):
+        if mode == "generate" and calibrate not in ("auto", "none"):
             raise ValueError("calibrate applies to mode='first' only (generate mode has no logits to calibrate)")
         if mode == "generate" and permutations != 1:
             raise ValueError("permutations applies to mode='first' only")
@@ -477,7 +485,9 @@ class ListwiseReranker(BaseReranker):
         self.stride = stride
         self.passes = passes
         self.full_ranking = full_ranking
-        self.calibrate: Calibration = calibrate or ("window" if mode == "first" else "none")
+        if calibrate == "auto":
+            calibrate = "window" if mode == "first" else "none"
+        self.calibrate: Calibration = cast(Calibration, calibrate)
         self.permutations = permutations
         self.seed = seed
         self.doc_max_tokens = doc_max_tokens

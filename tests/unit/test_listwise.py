@@ -234,6 +234,31 @@ def test_bad_options_raise(real_core, kwargs, match):
         ListwiseReranker(fake(real_core, 2), **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("mode", "calibrate", "want"),
+    [
+        ("first", "auto", "window"),
+        ("first", None, "none"),
+        ("first", False, "none"),
+        ("first", True, "window"),
+        ("first", "query", "query"),
+        ("generate", "auto", "none"),
+        ("generate", None, "none"),
+    ],
+)
+def test_calibrate_none_means_no_calibration_not_the_default(real_core, mode, calibrate, want):
+    # The bench CLI parses `calibrate=none` to None; that must not fall back to "window".
+    assert ListwiseReranker(fake(real_core, 2), mode=mode, calibrate=calibrate).calibrate == want
+
+
+def test_calibrate_none_from_a_bench_method_spec(tiny_model):
+    from rerank_plugins.evaluation.bench import parse_method_spec
+
+    spec = parse_method_spec("listwise:calibrate=none,window=4")
+    r = registry.create(spec.name, model=str(tiny_model), **spec.options)
+    assert r.describe()["calibrate"] == "none"
+
+
 def test_registry_builds_it_on_the_tiny_model(tiny_model):
     r = registry.create("listwise", model=str(tiny_model), window=4, stride=2)
     assert isinstance(r, ListwiseReranker)
