@@ -244,7 +244,8 @@ def run(
             rec["rerank_pass_s"] = s
 
             def order(lst: list[str]) -> tuple[list[str], float]:
-                return sorted(lst, key=lambda d: (-scores[d], lst.index(d))), s / len(union) * len(lst)
+                # sorted() is stable: equal scores keep the list's order
+                return sorted(lst, key=lambda d: -scores[d]), s / len(union) * len(lst)
 
         else:
             # list-wise scores (attention, listwise, pairwise): each list is its own call
