@@ -449,11 +449,13 @@ class ListwiseReranker(BaseReranker):
             calibrate = "none"
         elif calibrate is True:
             calibrate = "window"
-        if calibrate not in ("auto", "none", "window", "query"):
+        elif calibrate == "auto":
+            calibrate = "window" if mode == "first" else "none"
+        if calibrate not in ("none", "window", "query"):
             raise ValueError(f"calibrate must be 'auto', 'none', 'window' or 'query', got {calibrate!r}")
         if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
             raise ValueError(f"permutations must be a positive int, got {permutations!r}")
-        if mode == "generate" and calibrate not in ("auto", "none"):
+        if mode == "generate" and calibrate != "none":
             raise ValueError("calibrate applies to mode='first' only (generate mode has no logits to calibrate)")
         if mode == "generate" and permutations != 1:
             raise ValueError("permutations applies to mode='first' only")
@@ -485,8 +487,6 @@ class ListwiseReranker(BaseReranker):
         self.stride = stride
         self.passes = passes
         self.full_ranking = full_ranking
-        if calibrate == "auto":
-            calibrate = "window" if mode == "first" else "none"
         self.calibrate: Calibration = cast(Calibration, calibrate)
         self.permutations = permutations
         self.seed = seed
