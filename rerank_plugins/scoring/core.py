@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from rerank_plugins.scoring.model import LoadedModel, load_model
+from rerank_plugins.text import clean_text
 
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
 
@@ -141,7 +142,19 @@ class ScoringCore:
 
     # ------------------------------------------------------------------ tokens and prompts
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens."""
+        """Token ids of ``text`` as plain text.
+
+        No special tokens are added, and control-token strings inside ``text`` (``<|im_end|>``,
+        ``</s>``, ...) are encoded as ordinary characters, so a query or document can never
+        close a chat turn or impersonate the assistant. Lone surrogates become U+FFFD.
+        """
+        ids: list[int] = self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)[
+            "input_ids"
+        ]
+        return ids
+
+    def _tokenize_template(self, text: str) -> list[int]:
+        # The chat template's own text is the one place where control tokens are parsed as such.
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
@@ -195,7 +208,7 @@ class ScoringCore:
         if doc_max_tokens is not None and doc_max_tokens < 1:
             raise ValueError(f"doc_max_tokens must be a positive int or None, got {doc_max_tokens}")
         head, tail = self._template_halves(system)
-        ids = self.tokenize(head)
+        ids = self._tokenize_template(head)
         spans: list[tuple[int, int]] = []
         truncated = 0
         for part in parts:
@@ -210,7 +223,7 @@ class ScoringCore:
                 ids.extend(self.tokenize(part))
             else:
                 ids.extend(int(i) for i in part)
-        ids.extend(self.tokenize(tail))
+        ids.extend(self._tokenize_template(tail))
         if isinstance(assistant_prefix, str):
             if assistant_prefix:
                 ids.extend(self.tokenize(assistant_prefix))
