@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,10 @@ class ScoringCore:
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
         self._softcap = getattr(text_cfg, "final_logit_softcapping", None)
         tok = loaded.tokenizer
+        added = getattr(tok, "added_tokens_decoder", {})
+        self._added_ids = frozenset(int(i) for i in added)
+        contents = sorted({t.content for t in added.values() if t.content}, key=len, reverse=True)
+        self._added_pattern = re.compile("|".join(map(re.escape, contents)) or "(?!)")
         # Padding is always masked (and right padding never attended), so any id works as a fallback.
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
@@ -148,9 +153,21 @@ class ScoringCore:
         ``</s>``, ...) are encoded as ordinary characters, so a query or document can never
         close a chat turn or impersonate the assistant. Lone surrogates become U+FFFD.
         """
-        ids: list[int] = self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)[
-            "input_ids"
-        ]
+        text = clean_text(text)
+        ids = self._encode_plain(text)
+        if self._added_ids.isdisjoint(ids):
+            return ids
+        # Added tokens not flagged special (Qwen's <tool_call>) still match as whole tokens:
+        # cut every occurrence after its first character so it is spelled with ordinary tokens.
+        out: list[int] = []
+        start = 0
+        for match in self._added_pattern.finditer(text):
+            out += self._encode_plain(text[start : match.start() + 1])
+            start = match.start() + 1
+        return out + self._encode_plain(text[start:])
+
+    def _encode_plain(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return ids
 
     def _tokenize_template(self, text: str) -> list[int]:
