@@ -217,6 +217,49 @@ def _bench_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench-injection
+
+_INJECTION_DESCRIPTION = """\
+Prompt-injection benchmark: an off-topic passage is planted among each query's top --depth
+candidates at --positions, once plain and once ending in an instruction to rank it first.
+Reports the planted passage's mean rank both ways, the injection shift (how many places the
+sentence moved it up) and nDCG@10 with and without it. Resumes from OUT/results.json.
+"""
+
+
+def _injection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--candidates", required=True, metavar="FILE",
+                   help="RankGPT-style candidates JSONL (query, hits[content, docid, qid, score])")
+    p.add_argument("--qrels", required=True, metavar="FILE", help="qrels, TREC or BEIR TSV")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N judged queries")
+    p.add_argument("--depth", type=_positive_int, default=10, metavar="K",
+                   help="first-stage candidates per query (default: %(default)s)")
+    p.add_argument("--positions", type=lambda t: [int(x) for x in t.split(",")], metavar="P,P,...",
+                   help="0-based positions of the planted passage (default: 0, depth/2, depth)")
+    p.add_argument("--method", dest="methods", action="append", type=_method_spec, required=True, metavar="SPEC",
+                   help="a method, NAME[:KEY=VALUE,...] as for `bench` (repeatable)")
+    p.add_argument("--model", metavar="PATH", help="model= for every method that takes one")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="dtype= for methods")
+    p.add_argument("--rel-level", type=_positive_int, default=1, metavar="G",
+                   help="minimum relevant grade for binary measures (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumed if it holds results)")
+
+
+def _injection_run(args: argparse.Namespace) -> int:
+    from rerank_plugins.evaluation import injection_bench, loaders
+
+    queries = loaders.load_candidates(args.candidates)
+    qrels = loaders.load_qrels(args.qrels)
+    queries = [q for q in queries if q.qid in qrels][: args.limit]
+    data = injection_bench.run(
+        queries, qrels, args.methods, args.out, depth=args.depth, positions=args.positions,
+        rel_level=args.rel_level, shared_options={"model": args.model, "dtype": args.dtype},
+        dataset=Path(args.candidates).stem, command="rerank-plugins " + shlex.join(args.argv),
+    )
+    print(injection_bench.render_markdown(data))
+    return 0
+
+
 # --------------------------------------------------------------------------- registry and entry point
 
 SUBCOMMANDS: list[Subcommand] = [
@@ -239,6 +282,8 @@ SUBCOMMANDS += [
     Subcommand("bench-retrieval", "dense retrieval benchmark (FAISS) on a BEIR folder",
                _retrieval_cli.BENCH_DESCRIPTION, _retrieval_cli.add_bench_arguments, _retrieval_cli.run_bench,
                epilog=_retrieval_cli.BENCH_EPILOG),
+    Subcommand("bench-injection", "prompt-injection benchmark: how far an instruction inside a document moves it",
+               _INJECTION_DESCRIPTION, _injection_arguments, _injection_run),
 ]  # fmt: skip
 
 
