@@ -28,6 +28,7 @@ from langchain_core.language_models import BaseLanguageModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_rerank_plugins._call_time import result_count
 from rerank_plugins import registry
 from rerank_plugins.decomposition import (
     Decomposer,
@@ -106,7 +107,9 @@ class DecompositionRetriever(BaseRetriever):
     """Decompose the question, retrieve for it and every sub-question, fuse, rerank against the question.
 
     ``invoke`` sends the queries through ``retriever.batch`` (concurrent where the retriever
-    allows); ``ainvoke`` gathers ``retriever.ainvoke`` calls concurrently.
+    allows); ``ainvoke`` gathers ``retriever.ainvoke`` calls concurrently. ``invoke(query, top_n=3)``
+    (or ``ainvoke``) overrides ``top_n`` for one call; any other call-time keyword is a ``ValueError``
+    (the depth of each sub-question's retrieval belongs to the wrapped retriever).
 
     Example:
         >>> class Fixed(BaseRetriever):
@@ -129,7 +132,9 @@ class DecompositionRetriever(BaseRetriever):
         default=None, description="Registry name or Reranker; None returns the fused order."
     )
     reranker_kwargs: dict[str, Any] = Field(default_factory=dict, description="Options for a registry name.")
-    top_n: int | None = Field(default=None, ge=1, description="Documents returned; None keeps all.")
+    top_n: int | None = Field(
+        default=None, ge=1, strict=True, description="Documents returned, None keeps all; invoke(q, top_n=n) overrides."
+    )
     pool_size: int | None = Field(default=None, ge=1, description="Rerank only the first pool_size fused documents.")
     fusion: Literal["rrf", "max", "none"] = Field(default="rrf", description="How rankings are merged.")
     rrf_k: int = Field(default=60, ge=0, description="The reciprocal rank fusion constant.")
@@ -171,27 +176,34 @@ class DecompositionRetriever(BaseRetriever):
     def _pool(self, queries: list[str], results: Sequence[Sequence[Document]]) -> list[PooledDocument]:
         return fuse([self._items(r) for r in results], queries=queries, method=self.fusion, rrf_k=self.rrf_k)
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _top_n(self, top_n: int | None, kwargs: dict[str, Any]) -> int | None:
+        return result_count("top_n", top_n, self.top_n, kwargs, type(self).__name__)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, top_n: int | None = None, **kwargs: Any
+    ) -> list[Document]:
+        top_n = self._top_n(top_n, kwargs)
         dec = self._decomposer.decompose(query) if self._decomposer else Decomposition.trivial(query)
         queries = query_list(dec, include_original=self.include_original)
         results = self.retriever.batch(queries, config={"callbacks": run_manager.get_child()})
         pool = self._pool(queries, results)
         if self._reranker is not None and pool:
-            docs = rerank_pool(query, pool, self._reranker, top_k=self.top_n, pool_size=self.pool_size)
+            docs = rerank_pool(query, pool, self._reranker, top_k=top_n, pool_size=self.pool_size)
         else:
-            docs = pool[: self.top_n] if self.top_n else pool
+            docs = pool[:top_n] if top_n else pool
         return [self._to_document(d) for d in docs]
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, top_n: int | None = None, **kwargs: Any
     ) -> list[Document]:
+        top_n = self._top_n(top_n, kwargs)
         dec = await self._decomposer.adecompose(query) if self._decomposer else Decomposition.trivial(query)
         queries = query_list(dec, include_original=self.include_original)
         callbacks = run_manager.get_child()
         results = await asyncio.gather(*(self.retriever.ainvoke(q, config={"callbacks": callbacks}) for q in queries))
         pool = self._pool(queries, results)
         if self._reranker is not None and pool:
-            docs = await arerank_pool(query, pool, self._reranker, top_k=self.top_n, pool_size=self.pool_size)
+            docs = await arerank_pool(query, pool, self._reranker, top_k=top_n, pool_size=self.pool_size)
         else:
-            docs = pool[: self.top_n] if self.top_n else pool
+            docs = pool[:top_n] if top_n else pool
         return [self._to_document(d) for d in docs]

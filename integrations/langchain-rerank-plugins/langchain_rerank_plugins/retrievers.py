@@ -10,6 +10,8 @@ Example:
     >>> retriever = FaissRetriever(index=index_documents(["red fox", "blue whale"], embedder=HashingEmbedder(32)))
     >>> retriever.invoke("whale")[0].page_content
     'blue whale'
+    >>> len(retriever.invoke("whale", k=1))  # the number of documents for this call only
+    1
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from langchain_rerank_plugins._call_time import result_count
 from rerank_plugins.retrieval import Embedder, FaissIndex
 
 __all__ = ["FaissRetriever"]
@@ -33,6 +36,10 @@ SCORE_KEY = "score"
 
 class FaissRetriever(BaseRetriever):
     """Retrieve documents from a :class:`rerank_plugins.retrieval.FaissIndex`.
+
+    ``k`` is the number of documents per query; ``invoke(query, k=2)`` (or ``ainvoke``) overrides
+    it for one call, and ``configurable_fields(k=ConfigurableField(id="k"))`` lets a chain's
+    config set it. Any other call-time keyword is a ``ValueError``.
 
     Example:
         >>> from langchain_classic.retrievers import ContextualCompressionRetriever  # doctest: +SKIP
@@ -45,7 +52,7 @@ class FaissRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     index: FaissIndex = Field(description="A built or loaded rerank_plugins.retrieval.FaissIndex.")
-    k: int = Field(default=4, ge=1, description="Number of documents returned per query.")
+    k: int = Field(default=4, ge=1, strict=True, description="Number of documents returned per query.")
 
     @classmethod
     def from_documents(
@@ -78,14 +85,19 @@ class FaissRetriever(BaseRetriever):
         """Load an index saved with ``FaissIndex.save`` / ``rerank-plugins index``."""
         return cls(index=FaissIndex.load(folder, **load_options), k=k)
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
+    ) -> list[Document]:
+        count = result_count("k", k, self.k, kwargs, type(self).__name__)
         return [
             Document(id=r.id, page_content=r.text, metadata={**r.metadata, SCORE_KEY: r.score})
-            for r in self.index.search(query, k=self.k)
+            for r in self.index.search(query, k=count)
         ]
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
     ) -> list[Document]:
         # embedding + FAISS search are CPU/GPU work: keep them off the event loop
-        return await asyncio.to_thread(self._get_relevant_documents, query, run_manager=run_manager.get_sync())
+        return await asyncio.to_thread(
+            self._get_relevant_documents, query, run_manager=run_manager.get_sync(), k=k, **kwargs
+        )

@@ -162,3 +162,37 @@ async def test_async_chat_model_is_awaited() -> None:
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DecompositionRetriever(retriever=WordRetriever(), **kwargs)
+
+
+@pytest.mark.parametrize("reranked", [False, True], ids=["fused", "reranked"])
+@pytest.mark.parametrize("run_async", [False, True], ids=["sync", "async"])
+def test_top_n_at_call_time_overrides_the_field_for_that_call(reranked: bool, run_async: bool) -> None:
+    r = DecompositionRetriever(
+        retriever=WordRetriever(k=1), llm=lambda p: SUBS, reranker=LengthReranker() if reranked else None, top_n=3
+    )
+
+    def call(**kwargs: Any) -> list[str]:
+        docs = asyncio.run(r.ainvoke(QUESTION, **kwargs)) if run_async else r.invoke(QUESTION, **kwargs)
+        return [d.id for d in docs]
+
+    full = call()
+    assert len(full) == 3
+    assert call(top_n=1) == full[:1]
+    assert call(top_n=2) == full[:2]
+    assert r.top_n == 3
+
+
+@pytest.mark.parametrize("run_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"top_n": 0}, "top_n must be a positive int"),
+        ({"top_n": True}, "top_n must be a positive int"),
+        ({"top_n": "2"}, "top_n must be a positive int"),
+        ({"k": 1}, "unexpected keyword argument.*'k'.*top_n="),
+    ],
+)
+def test_bad_call_time_arguments(run_async: bool, kwargs: dict[str, Any], match: str) -> None:
+    r = DecompositionRetriever(retriever=WordRetriever(k=1), llm=lambda p: SUBS)
+    with pytest.raises(ValueError, match=match):
+        asyncio.run(r.ainvoke(QUESTION, **kwargs)) if run_async else r.invoke(QUESTION, **kwargs)

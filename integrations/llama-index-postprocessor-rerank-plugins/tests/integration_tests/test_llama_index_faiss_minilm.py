@@ -17,7 +17,7 @@ pytest.importorskip("faiss")
 from llama_index.core import VectorStoreIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
-from llama_index.core.schema import MetadataMode, TextNode
+from llama_index.core.schema import MetadataMode, QueryBundle, TextNode
 from llama_index.postprocessor.rerank_plugins import FaissRetriever, PointwiseRerank
 
 from rerank_plugins import registry
@@ -75,3 +75,31 @@ def test_faiss_matches_llama_index_vector_store_and_feeds_the_reranker(data, tmp
     got = engine.query(query).source_nodes
     assert [n.node.node_id for n in got] == [candidates[h.index].node.node_id for h in hits]
     assert [n.score for n in got] == pytest.approx([h.score for h in hits], abs=1e-4)
+
+
+async def test_query_bundles_and_similarity_top_k_as_llama_index_vector_retriever(data) -> None:
+    """A string, a QueryBundle, HyDE-style custom_embedding_strs (one or several, averaged), through
+    retrieve and aretrieve, rank as LlamaIndex's own vector retriever over the same MiniLM does."""
+    pytest.importorskip("llama_index.embeddings.huggingface", reason="pip install llama-index-embeddings-huggingface")
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    minilm = _model("RERANK_EMBED_MODEL")
+    nodes, queries, _ = data
+    ours = FaissRetriever.from_nodes(nodes, embedder=minilm, similarity_top_k=4)
+    store = VectorStoreIndex(nodes, embed_model=HuggingFaceEmbedding(model_name=minilm, device="cpu"))
+    q1, q2 = list(queries.values())[:2]
+    bundles = [
+        lambda: q1,
+        lambda: QueryBundle(q1),
+        lambda: QueryBundle("unrelated words", custom_embedding_strs=[q1]),
+        lambda: QueryBundle("unrelated words", custom_embedding_strs=[q1, q2]),
+    ]
+    for top_k in (1, 4):
+        ours.similarity_top_k = top_k
+        theirs = store.as_retriever(similarity_top_k=top_k)
+        for make in bundles:  # a fresh bundle each time: LlamaIndex's retriever stores its embedding in it
+            want = theirs.retrieve(make())
+            assert len(want) == top_k
+            for got in (ours.retrieve(make()), await ours.aretrieve(make())):
+                assert [n.node.node_id for n in got] == [n.node.node_id for n in want]
+                assert [n.score for n in got] == pytest.approx([n.score for n in want], abs=1e-4)

@@ -23,6 +23,7 @@ CORPUS = {
     "f": "Apples and pears are fruit",
 }
 SUBS = "1. NVIDIA profit 2023\n2. Apple profit 2023\n3. Google profit 2023"
+SUBS_LIST = ["NVIDIA profit 2023", "Apple profit 2023", "Google profit 2023"]
 QUESTION = "Which company made the biggest profit?"
 
 
@@ -32,6 +33,7 @@ class WordRetriever(BaseRetriever):
     def __init__(self, k: int = 1, delay: float = 0.0) -> None:
         self.k, self.delay = k, delay
         self.queries: list[str] = []
+        self.bundles: list[QueryBundle] = []
         self.active = 0
         self.peak = 0
         super().__init__()
@@ -46,9 +48,11 @@ class WordRetriever(BaseRetriever):
         ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        self.bundles.append(query_bundle)
         return self._rank(query_bundle.query_str)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        self.bundles.append(query_bundle)
         self.active += 1
         self.peak = max(self.peak, self.active)
         await asyncio.sleep(self.delay)
@@ -154,7 +158,12 @@ async def test_async_llama_index_llm_uses_acomplete() -> None:
     ("kwargs", "match"),
     [
         ({"fusion": "borda"}, "fusion"),
-        ({"top_n": 0}, "top_k"),
+        ({"top_n": 0}, "top_n must be a positive int or None"),
+        ({"top_n": True}, "top_n must be a positive int or None"),
+        ({"similarity_top_k": 0}, "similarity_top_k must be a positive int or None"),
+        ({"similarity_top_k": "3"}, "similarity_top_k must be a positive int or None"),
+        ({"top_n": 2, "similarity_top_k": 3}, "top_n and similarity_top_k"),
+        ({"pool_size": 0}, "pool_size must be a positive int or None"),
         ({"llm": 42}, "llm must be"),
         ({"reranker": 42}, "reranker must be"),
     ],
@@ -167,3 +176,66 @@ def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
 def test_rejects_a_non_retriever() -> None:
     with pytest.raises(ValueError, match="BaseRetriever"):
         DecompositionRetriever(lambda q: [])  # type: ignore[arg-type]
+
+
+# LlamaIndex's own retriever conventions, checked the way its retriever tests check them
+
+
+def _ids_scores(nodes: list[NodeWithScore]) -> list[tuple[str, float | None]]:
+    return [(n.node.node_id, n.score) for n in nodes]
+
+
+def test_class() -> None:
+    names_of_base_classes = [b.__name__ for b in DecompositionRetriever.__mro__]
+    assert BaseRetriever.__name__ in names_of_base_classes
+
+
+def test_retrieve_and_aretrieve_take_a_str_or_a_query_bundle() -> None:
+    r = DecompositionRetriever(WordRetriever(k=1), llm=lambda p: SUBS, reranker=LengthReranker())
+    want = _ids_scores(r.retrieve(QueryBundle(QUESTION)))
+    assert [i for i, _ in want] == ["n", "g", "a"]
+    assert _ids_scores(r.retrieve(QUESTION)) == want
+    assert _ids_scores(asyncio.run(r.aretrieve(QUESTION))) == want
+    assert _ids_scores(asyncio.run(r.aretrieve(QueryBundle(QUESTION)))) == want
+
+
+@pytest.mark.parametrize("reranked", [False, True], ids=["fused", "reranked"])
+@pytest.mark.parametrize("similarity_top_k", [1, 2, 3])
+def test_similarity_top_k(similarity_top_k: int, reranked: bool) -> None:
+    # as in LlamaIndex's QueryFusionRetriever: the number of nodes returned after fusion
+    reranker = LengthReranker() if reranked else None
+    r = DecompositionRetriever(
+        WordRetriever(k=1), llm=lambda p: SUBS, reranker=reranker, similarity_top_k=similarity_top_k
+    )
+    assert r.top_n == r.similarity_top_k == similarity_top_k
+    full = DecompositionRetriever(WordRetriever(k=1), llm=lambda p: SUBS, reranker=reranker).retrieve(QUESTION)
+    assert len(full) == 3
+    nodes = r.retrieve(QueryBundle(QUESTION))
+    assert len(nodes) == similarity_top_k
+    assert _ids_scores(nodes) == _ids_scores(full)[:similarity_top_k]
+    assert _ids_scores(asyncio.run(r.aretrieve(QueryBundle(QUESTION)))) == _ids_scores(nodes)
+
+
+def test_similarity_top_k_and_top_n_are_one_setting_checked_when_set() -> None:
+    r = DecompositionRetriever(WordRetriever(k=1), llm=lambda p: SUBS, top_n=2)
+    assert r.similarity_top_k == 2
+    r.similarity_top_k = 1
+    assert (r.top_n, len(r.retrieve(QUESTION))) == (1, 1)
+    r.top_n = None
+    assert (r.similarity_top_k, len(r.retrieve(QUESTION))) == (None, 3)
+    for name, bad in [("similarity_top_k", 0), ("similarity_top_k", True), ("top_n", -1), ("pool_size", 2.0)]:
+        with pytest.raises(ValueError, match=f"{name} must be a positive int or None"):
+            setattr(r, name, bad)
+    assert (r.top_n, r.pool_size) == (None, None)
+
+
+@pytest.mark.parametrize("run_async", [False, True], ids=["sync", "async"])
+def test_the_query_bundle_reaches_the_wrapped_retriever_for_the_question(run_async: bool) -> None:
+    # a query transform's custom_embedding_strs (HyDE) must survive the wrapper for the question itself
+    base = WordRetriever(k=1)
+    r = DecompositionRetriever(base, llm=lambda p: SUBS)
+    bundle = QueryBundle(QUESTION, custom_embedding_strs=["NVIDIA reported a profit"])
+    asyncio.run(r.aretrieve(bundle)) if run_async else r.retrieve(bundle)
+    assert sorted((b.query_str, b.custom_embedding_strs) for b in base.bundles) == sorted(
+        [(QUESTION, ["NVIDIA reported a profit"])] + [(q, None) for q in SUBS_LIST]
+    )

@@ -38,7 +38,7 @@ from rerank_plugins.decomposition import (
     query_list,
     rerank_pool,
 )
-from rerank_plugins.types import Reranker, validate_top_k
+from rerank_plugins.types import Reranker
 
 __all__ = ["DecompositionRetriever", "decomposer_from_llm"]
 
@@ -89,6 +89,9 @@ class DecompositionRetriever(BaseRetriever):
             ``None`` returns the fused order.
         reranker_kwargs: options for a registry name (e.g. ``{"model": "<llm>"}``).
         top_n: nodes returned (``None``: all).
+        similarity_top_k: LlamaIndex's name for ``top_n`` (as in ``QueryFusionRetriever``: the
+            nodes returned after fusion); give one or the other. Each sub-question's retrieval
+            depth is the wrapped retriever's own ``similarity_top_k``.
         pool_size: rerank only the first ``pool_size`` fused nodes (``None``: the whole pool).
         fusion: ``"rrf"`` (reciprocal rank fusion, default), ``"max"`` or ``"none"``.
         rrf_k: the RRF constant.
@@ -97,6 +100,10 @@ class DecompositionRetriever(BaseRetriever):
         decomposer_kwargs: more :class:`Decomposer` options (``prompt``, ``max_new_tokens``, ...).
         metadata_mode: which node metadata goes into the reranked text.
         callback_manager, verbose: as for any LlamaIndex retriever.
+
+    ``retrieve`` / ``aretrieve`` take a string or a ``QueryBundle``; the wrapped retriever gets
+    that bundle itself for the original question (so ``custom_embedding_strs`` from a query
+    transform such as HyDE still apply) and a new bundle for each sub-question.
 
     Example:
         >>> from llama_index.core.schema import NodeWithScore, TextNode
@@ -116,6 +123,7 @@ class DecompositionRetriever(BaseRetriever):
         reranker: str | Reranker | None = None,
         reranker_kwargs: dict[str, Any] | None = None,
         top_n: int | None = None,
+        similarity_top_k: int | None = None,
         pool_size: int | None = None,
         fusion: FusionMethod = "rrf",
         rrf_k: int = 60,
@@ -142,14 +150,46 @@ class DecompositionRetriever(BaseRetriever):
             if reranker is not None and not isinstance(reranker, Reranker):
                 raise ValueError("reranker must be a registry name, a Reranker or None")
             self.reranker = reranker
+        top_n, similarity_top_k = _count("top_n", top_n), _count("similarity_top_k", similarity_top_k)
+        if top_n is not None and similarity_top_k is not None and top_n != similarity_top_k:
+            raise ValueError(
+                f"top_n and similarity_top_k are one setting (the nodes returned); got {top_n} and {similarity_top_k}"
+            )
         self.retriever = retriever
-        self.top_n = validate_top_k(top_n)
-        self.pool_size = validate_top_k(pool_size)
+        self.top_n = top_n if top_n is not None else similarity_top_k
+        self.pool_size = pool_size
         self.fusion: FusionMethod = fusion
         self.rrf_k = rrf_k
         self.include_original = bool(include_original)
         self.metadata_mode = metadata_mode
         super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    @property
+    def top_n(self) -> int | None:
+        """Nodes returned (``None``: all)."""
+        return self._top_n
+
+    @top_n.setter
+    def top_n(self, value: int | None) -> None:
+        self._top_n = _count("top_n", value)
+
+    @property
+    def similarity_top_k(self) -> int | None:
+        """LlamaIndex's name for :attr:`top_n`."""
+        return self._top_n
+
+    @similarity_top_k.setter
+    def similarity_top_k(self, value: int | None) -> None:
+        self._top_n = _count("similarity_top_k", value)
+
+    @property
+    def pool_size(self) -> int | None:
+        """Rerank only the first ``pool_size`` fused nodes (``None``: the whole pool)."""
+        return self._pool_size
+
+    @pool_size.setter
+    def pool_size(self, value: int | None) -> None:
+        self._pool_size = _count("pool_size", value)
 
     # ------------------------------------------------------------------ conversion
 
@@ -171,13 +211,17 @@ class DecompositionRetriever(BaseRetriever):
     def _queries(self, dec: Decomposition) -> list[str]:
         return query_list(dec, include_original=self.include_original)
 
+    @staticmethod
+    def _bundles(query_bundle: QueryBundle, queries: list[str]) -> list[QueryBundle]:
+        return [query_bundle if q == query_bundle.query_str else QueryBundle(q) for q in queries]
+
     # ------------------------------------------------------------------ retrieval
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         question = query_bundle.query_str
         dec = self.decomposer.decompose(question) if self.decomposer else Decomposition.trivial(question)
         queries = self._queries(dec)
-        rankings = [self._items(self.retriever.retrieve(q)) for q in queries]
+        rankings = [self._items(self.retriever.retrieve(b)) for b in self._bundles(query_bundle, queries)]
         pool = fuse(rankings, queries=queries, method=self.fusion, rrf_k=self.rrf_k)
         if self.reranker is not None and pool:
             docs = rerank_pool(question, pool, self.reranker, top_k=self.top_n, pool_size=self.pool_size)
@@ -190,7 +234,7 @@ class DecompositionRetriever(BaseRetriever):
         question = query_bundle.query_str
         dec = await self.decomposer.adecompose(question) if self.decomposer else Decomposition.trivial(question)
         queries = self._queries(dec)
-        results = await asyncio.gather(*(self.retriever.aretrieve(q) for q in queries))
+        results = await asyncio.gather(*(self.retriever.aretrieve(b) for b in self._bundles(query_bundle, queries)))
         rankings = [self._items(nodes) for nodes in results]
         pool = fuse(rankings, queries=queries, method=self.fusion, rrf_k=self.rrf_k)
         if self.reranker is not None and pool:
@@ -198,6 +242,14 @@ class DecompositionRetriever(BaseRetriever):
         else:
             docs = pool[: self.top_n] if self.top_n else pool
         return [self._to_node(d) for d in docs]
+
+
+def _count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    return value
 
 
 def _with(keys: list[str]) -> list[str]:

@@ -33,8 +33,13 @@ class FaissRetriever(BaseRetriever):
 
     Args:
         index: a built or loaded FAISS index.
-        similarity_top_k: number of nodes returned per query.
+        similarity_top_k: number of nodes returned per query (a positive int; may be changed later).
         callback_manager, verbose: as for any LlamaIndex retriever.
+
+    ``retrieve`` / ``aretrieve`` take a string or a ``QueryBundle``. As in LlamaIndex's vector
+    retrievers, a bundle's ``custom_embedding_strs`` (set by query transforms such as HyDE) are
+    embedded instead of ``query_str``, several of them averaged. A precomputed
+    ``query_bundle.embedding`` is not used: it may come from another embedding model.
 
     Example:
         >>> from llama_index.core.query_engine import RetrieverQueryEngine  # doctest: +SKIP
@@ -53,11 +58,20 @@ class FaissRetriever(BaseRetriever):
     ) -> None:
         if not isinstance(index, FaissIndex):
             raise ValueError(f"index must be a rerank_plugins.retrieval.FaissIndex, got {type(index).__name__}")
-        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
-            raise ValueError(f"similarity_top_k must be a positive int, got {similarity_top_k!r}")
         self.index = index
         self.similarity_top_k = similarity_top_k
         super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    @property
+    def similarity_top_k(self) -> int:
+        """Number of nodes returned per query."""
+        return self._similarity_top_k
+
+    @similarity_top_k.setter
+    def similarity_top_k(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"similarity_top_k must be a positive int, got {value!r}")
+        self._similarity_top_k = value
 
     @classmethod
     def from_nodes(
@@ -96,8 +110,17 @@ class FaissRetriever(BaseRetriever):
             node=TextNode(id_=result.id, text=result.text, metadata=result.metadata), score=result.score
         )
 
+    def _search(self, query_bundle: QueryBundle) -> list[SearchResult]:
+        texts = query_bundle.custom_embedding_strs
+        if texts is None:
+            return self.index.search(query_bundle.query_str, k=self.similarity_top_k)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"query_bundle.custom_embedding_strs must be a non-empty list of str, got {texts!r}")
+        vectors = self.index.embedder.embed_queries(texts, batch_size=self.index.batch_size)
+        return self.index.search_vectors(vectors.mean(axis=0, keepdims=True), k=self.similarity_top_k)[0]
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [self._to_node(r) for r in self.index.search(query_bundle.query_str, k=self.similarity_top_k)]
+        return [self._to_node(r) for r in self._search(query_bundle)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         # embedding + FAISS search are CPU/GPU work: keep them off the event loop
