@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from rerank_plugins.scoring.model import kv_cache_kwargs
+
 __all__ = [
     "CAPTURE_IMPLEMENTATION",
     "SUPPORTED_MODEL_TYPES",
@@ -297,7 +299,7 @@ def suffix_attention(
         cache = DynamicCache(config=base.config)
         try:
             with contextlib.suppress(_StopForward):
-                base(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+                base(input_ids=torch.tensor([prefix], device=device), use_cache=True, **kv_cache_kwargs(base, cache))
             core.stats.add(forward_passes=1, prompt_tokens=len(prefix))
         finally:
             if hook is not None:
@@ -312,8 +314,8 @@ def suffix_attention(
                 try:
                     base(
                         input_ids=torch.tensor([r], device=device),
-                        past_key_values=snapshot.fresh(),
                         use_cache=True,
+                        **kv_cache_kwargs(base, snapshot.fresh()),
                     )
                 except _StopForward:
                     pass

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from rerank_plugins.scoring.model import LoadedModel, load_model
+from rerank_plugins.scoring.model import LoadedModel, kv_cache_kwargs, load_model, returned_cache
 from rerank_plugins.text import clean_text
 
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
@@ -33,6 +33,7 @@ __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores
 logger = logging.getLogger(__name__)
 
 _SENTINEL = "\u2063RERANKPLUGINSUSER\u2063"
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +362,7 @@ class ScoringCore:
         p_len = len(prefix) if prefix else 0
         if prefix:
             pre_ids = torch.tensor([prefix], device=self.device)
-            prefix_cache = base(input_ids=pre_ids, use_cache=True).past_key_values
+            prefix_cache = returned_cache(base(input_ids=pre_ids, use_cache=True))
             self.stats.add(forward_passes=1, prompt_tokens=p_len)
         for chunk in self._chunks([len(r) for r in rows], extra=p_len):
             longest = max(len(rows[i]) for i in chunk)
@@ -377,7 +378,7 @@ class ScoringCore:
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(chunk))
-                kwargs["past_key_values"] = cache
+                kwargs.update(kv_cache_kwargs(base, cache))
                 mask = torch.cat([torch.ones(len(chunk), p_len, dtype=torch.long), mask], dim=1)
             hidden = base(
                 input_ids=ids.to(self.device),

@@ -7,6 +7,8 @@ so concurrent first calls still load once.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -312,3 +314,21 @@ def load_cross_encoder(
         return ce
 
     return _load_once(key, load)
+
+
+@functools.cache
+def _cache_keyword(module_type: type) -> str:
+    # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns
+    # and goes away in 5.40); ask the signature which one this model takes.
+    return "cache" if "cache" in inspect.signature(module_type.forward).parameters else "past_key_values"
+
+
+def kv_cache_kwargs(module: Any, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` for ``module``'s forward, under the keyword its transformers version takes."""
+    return {_cache_keyword(type(module)): cache}
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (``cache``, or ``past_key_values`` before transformers 5.24)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
