@@ -92,7 +92,20 @@ class SentenceTransformerEmbedder:
         self._name = name
         path = os.path.expanduser(name)
         logger.info("loading sentence-transformers model %s (device=%s)", name, device or "auto")
-        self.model = SentenceTransformer(path if os.path.isdir(path) else name, device=device)
+        try:
+            self.model = SentenceTransformer(path if os.path.isdir(path) else name, device=device)
+        except (ImportError, MemoryError):
+            raise
+        except Exception as exc:
+            if not os.path.exists(path):
+                raise
+            from rerank_plugins.scoring.model import load_failure
+
+            # A local folder that fails to load: name the broken file instead of a library error.
+            error = load_failure("embedder", path, exc)
+            if error is None:
+                raise
+            raise error from exc
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (self.model.get_sentence_embedding_dimension)
         dim = get_dim()
         if not dim:

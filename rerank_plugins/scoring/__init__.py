@@ -17,6 +17,7 @@ from rerank_plugins.scoring.core import (
 )
 from rerank_plugins.scoring.model import (
     LoadedModel,
+    ModelLoadError,
     ModelSpec,
     load_count,
     load_model,
@@ -29,6 +30,7 @@ __all__ = [
     "Document",
     "EncodedPrompt",
     "LoadedModel",
+    "ModelLoadError",
     "ModelSpec",
     "ScoringCore",
     "clear_cores",

@@ -3,12 +3,17 @@
 The cache key is (source, device, dtype, attention implementation, trust_remote_code): two
 rerankers naming the same model share one instance. Loading is thread-safe (a lock per key),
 so concurrent first calls still load once.
+
+A local folder or ``.gguf`` file that fails to load (truncated weights, a config.json without
+``model_type``, an empty or foreign file) raises :class:`ModelLoadError` naming the file and the
+cause; the "hub unreachable" hint is given only for hub ids.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import threading
@@ -22,10 +27,12 @@ import torch
 
 __all__ = [
     "LoadedModel",
+    "ModelLoadError",
     "ModelSpec",
     "clear_cache",
     "load_count",
     "load_cross_encoder",
+    "load_failure",
     "load_model",
     "resolve_device",
     "resolve_dtype",
@@ -40,6 +47,76 @@ _cache: dict[tuple[Any, ...], Any] = {}
 _key_locks: dict[tuple[Any, ...], threading.Lock] = {}
 _cache_lock = threading.Lock()
 _loads = 0
+
+
+class ModelLoadError(ValueError, OSError):
+    """A local model folder or ``.gguf`` file exists but cannot be loaded; the message names the
+    file and the cause.
+
+    A ``ValueError`` (bad input) and an ``OSError`` (what transformers raises for unreadable model
+    files), so handlers written for either still catch it.
+    """
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
+    return value
+
+
+def _diagnose(path: Path) -> str | None:
+    """What is wrong with a local model folder or ``.gguf`` file, when a cheap check can tell."""
+    if path.is_file():
+        size = path.stat().st_size
+        if size == 0:
+            return f"{path} is empty"
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                return f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)"
+        return None
+    config = path / "config.json"
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{config} is not a readable JSON file ({exc})"
+    if not isinstance(cfg, dict):
+        return f"{config} is not a JSON object"
+    if "model_type" not in cfg:
+        return f"{config} has no 'model_type' key, so transformers cannot tell the architecture"
+    from safetensors import safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except Exception as exc:  # safetensors raises its own SafetensorError for bad headers
+            return f"{weights} is truncated or corrupt ({exc})"
+    return None
+
+
+def load_failure(what: str, source: str, exc: BaseException) -> OSError | None:
+    """The error to raise when loading ``source`` (a hub id, local folder or .gguf file) failed.
+
+    A local path gives :class:`ModelLoadError` naming the file and the cause; a hub id whose
+    files could not be fetched (``OSError``) gives an ``OSError`` with the hint for an
+    unreachable hub; ``None`` means "re-raise ``exc`` as it is".
+    """
+    path = Path(source)
+    if not path.exists():
+        if not isinstance(exc, OSError):
+            return None
+        return OSError(
+            f"could not load {what} {source!r}: {exc}. "
+            "Give a local folder or .gguf file when the Hugging Face hub is unreachable."
+        )
+    found = _diagnose(path)
+    kind = type(exc)
+    cause = f"{kind.__name__ if kind.__module__ == 'builtins' else f'{kind.__module__}.{kind.__name__}'}: {exc}"
+    if found is not None:
+        return ModelLoadError(f"could not load {what} from {path}: {found} [{cause}]")
+    if path.is_file():
+        return ModelLoadError(f"could not load {what} from {path}: {cause} (the file may be truncated or corrupt)")
+    return ModelLoadError(f"could not load {what} from {path}: {cause}")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -154,20 +231,32 @@ def _load(
         _require_gguf()
         kwargs["gguf_file"] = spec.gguf_file
     start = time.perf_counter()
+    # The file to name in errors: the .gguf file itself, else the folder or hub id.
+    source = str(Path(spec.source) / spec.gguf_file) if spec.gguf_file else spec.source
     try:
         if tokenizer_source is not None:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
         else:
             tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
+    except (ImportError, MemoryError):
+        raise
+    except Exception as exc:
+        what, where = ("tokenizer", tokenizer_source) if tokenizer_source else ("model", source)
+        error = load_failure(what, where, exc)
+        if error is None:
+            raise
+        raise error from exc
+    try:
         model: Any = AutoModelForCausalLM.from_pretrained(
             spec.source, dtype=dtype, attn_implementation=attn_implementation, **kwargs
         )
-    except OSError as exc:
-        raise OSError(
-            f"could not load model {spec.source!r}"
-            + (f" (gguf file {spec.gguf_file})" if spec.gguf_file else "")
-            + f": {exc}. Give a local folder or .gguf file when the Hugging Face hub is unreachable."
-        ) from exc
+    except (ImportError, MemoryError):
+        raise
+    except Exception as exc:
+        error = load_failure("model", source, exc)
+        if error is None:
+            raise
+        raise error from exc
     if spec.gguf_file:
         # GGUF weights are dequantised on load; drop the quantiser so the model is a plain module.
         model.hf_quantizer = None
@@ -228,8 +317,7 @@ def load_model(
         raise ValueError(
             f"attn_implementation must be 'sdpa', 'eager', 'flash_attention_2' or None, got {attn_implementation!r}"
         )
-    if not isinstance(trust_remote_code, bool):
-        raise ValueError("trust_remote_code must be a bool")
+    _check_bool("trust_remote_code", trust_remote_code)
     if gpu_memory_fraction is not None:
         if not 0 < gpu_memory_fraction <= 1:
             raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
@@ -293,6 +381,7 @@ def load_cross_encoder(
     """
     from sentence_transformers import CrossEncoder
 
+    _check_bool("trust_remote_code", trust_remote_code)
     text = os.path.expanduser(str(model))
     if text.startswith((".", "/", "~")) and not Path(text).is_dir():
         raise FileNotFoundError(f"model: cross-encoder folder not found: {text}")
@@ -304,11 +393,13 @@ def load_cross_encoder(
         start = time.perf_counter()
         try:
             ce = CrossEncoder(text, device=str(dev), max_length=max_length, trust_remote_code=trust_remote_code)
-        except OSError as exc:
-            raise OSError(
-                f"could not load cross-encoder {text!r}: {exc}. "
-                "Give a local folder when the Hugging Face hub is unreachable."
-            ) from exc
+        except (ImportError, MemoryError):
+            raise
+        except Exception as exc:
+            error = load_failure("cross-encoder", text, exc)
+            if error is None:
+                raise
+            raise error from exc
         _loads += 1
         logger.info("loaded cross-encoder %s on %s in %.1fs", text, dev, time.perf_counter() - start)
         return ce
