@@ -8,7 +8,40 @@ from typing import Any
 
 from rerank_plugins.scoring import ScoringCore, get_core
 
-__all__ = ["common_prefix_len", "resolve_core"]
+__all__ = ["check_bool", "check_positive_int", "common_prefix_len", "resolve_core"]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a real bool, else raise ``ValueError`` naming ``name``.
+
+    Strings are refused: ``"false"`` is truthy, and for ``trust_remote_code`` a truthy mistake
+    would run a checkpoint's own Python code.
+
+    Example:
+        >>> check_bool("calibrate", True)
+        True
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> Any:
+    """Return ``value`` if it is an int ``>= minimum`` (``None`` too when allowed), else ``ValueError``.
+
+    ``bool`` is refused although it subclasses ``int``: ``doc_max_tokens=True`` is a mistake,
+    not a budget of one token.
+
+    Example:
+        >>> check_positive_int("batch_size", 8)
+        8
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+    return value
 
 
 def resolve_core(model: str | os.PathLike[str] | ScoringCore, **load_options: Any) -> ScoringCore:

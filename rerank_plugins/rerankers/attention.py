@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 
-from rerank_plugins.rerankers._common import resolve_core
+from rerank_plugins.rerankers._common import check_bool, check_positive_int, resolve_core
 from rerank_plugins.scoring import Document, ScoringCore
 from rerank_plugins.scoring.attention import check_supported, resolve_layers, span_sums, suffix_attention
 from rerank_plugins.types import BaseReranker
@@ -151,6 +151,9 @@ def window_schedule(n: int, size: int, stride: int) -> list[tuple[int, int]]:
 def parse_layers(layers: str | Sequence[int] | None) -> str | list[int] | None:
     """Validate a layer choice: ``None`` (all), a slice string like ``"8:16"`` / ``"-6:"``, or ints.
 
+    Ints come as a sequence (list, tuple, range); anything else (a bare int, bytes, a set) is a
+    ``ValueError`` naming ``layers``.
+
     Example:
         >>> parse_layers("4:8"), parse_layers([1, 2])
         ('4:8', [1, 2])
@@ -162,7 +165,12 @@ def parse_layers(layers: str | Sequence[int] | None) -> str | list[int] | None:
         if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() or not p.strip() for p in parts):
             raise ValueError(f"layers must be a slice like '8:16', ':12' or '-6:', got {layers!r}")
         return layers
-    out = list(layers)
+    if isinstance(layers, (bytes, bytearray)) or not isinstance(layers, Sequence):
+        raise ValueError(
+            f"layers must be None, a slice string like '8:16', or a list of ints; got {type(layers).__name__} "
+            f"{layers!r}"
+        )
+    out: list[Any] = list(layers)  # checked to be ints just below
     if not out or any(isinstance(i, bool) or not isinstance(i, int) for i in out):
         raise ValueError(f"layers must be None, a slice string like '8:16', or a list of ints; got {layers!r}")
     return out
@@ -238,10 +246,9 @@ class AttentionReranker(BaseReranker):
             raise ValueError(f"prompt must be one of {sorted(PROMPTS)}, got {prompt!r}")
         if order not in ("retrieval", "reversed"):
             raise ValueError(f"order must be 'retrieval' or 'reversed', got {order!r}")
-        if isinstance(doc_max_tokens, bool) or not isinstance(doc_max_tokens, int) or doc_max_tokens < 1:
-            raise ValueError(f"doc_max_tokens must be a positive int, got {doc_max_tokens!r}")
-        if not isinstance(calibrate, bool):
-            raise ValueError(f"calibrate must be a bool, got {calibrate!r}")
+        check_positive_int("doc_max_tokens", doc_max_tokens)
+        check_bool("calibrate", calibrate)
+        check_bool("trust_remote_code", trust_remote_code)
         if outlier_std is not None and (isinstance(outlier_std, bool) or not isinstance(outlier_std, (int, float))
                                         or outlier_std < 0):
             raise ValueError(f"outlier_std must be a non-negative number or None, got {outlier_std!r}")
@@ -258,7 +265,7 @@ class AttentionReranker(BaseReranker):
             device=device,
             dtype=dtype,
             attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code or None,
+            trust_remote_code=trust_remote_code,
         )
         check_supported(self.core.model)
         cfg = self.core.model.config

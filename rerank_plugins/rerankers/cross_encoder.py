@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank_plugins.rerankers._common import check_bool, check_positive_int
 from rerank_plugins.scoring.model import load_cross_encoder
 from rerank_plugins.types import BaseReranker
 
@@ -45,10 +46,9 @@ class CrossEncoderReranker(BaseReranker):
         device: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
-            raise ValueError(f"max_length must be an int >= 8 or None, got {max_length!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_length", max_length, minimum=8, allow_none=True)
+        check_bool("trust_remote_code", trust_remote_code)
         self.model_name = str(model)
         self.batch_size = batch_size
         self.encoder = load_cross_encoder(

@@ -55,7 +55,7 @@ from typing import Any, Literal, cast
 
 import torch
 
-from rerank_plugins.rerankers._common import resolve_core
+from rerank_plugins.rerankers._common import check_bool, check_positive_int, resolve_core
 from rerank_plugins.scoring import Document, ScoringCore
 from rerank_plugins.types import BaseReranker
 
@@ -449,8 +449,7 @@ class ListwiseReranker(BaseReranker):
         if stride is None:
             stride = max(1, window // 2) if isinstance(window, int) else 1
         window_schedule(0, window, stride, passes)  # validates window, stride, passes
-        if not isinstance(full_ranking, bool):
-            raise ValueError(f"full_ranking must be a bool, got {full_ranking!r}")
+        check_bool("full_ranking", full_ranking)
         # None / False mean "no calibration", never "the default": the bench CLI turns the text
         # "none" into None, and `calibrate=none` once silently ran the default (window) row.
         if calibrate is None or calibrate is False:
@@ -461,24 +460,22 @@ class ListwiseReranker(BaseReranker):
             calibrate = "window" if mode == "first" else "none"
         if calibrate not in ("none", "window", "query"):
             raise ValueError(f"calibrate must be 'auto', 'none', 'window' or 'query', got {calibrate!r}")
-        if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
-            raise ValueError(f"permutations must be a positive int, got {permutations!r}")
+        check_positive_int("permutations", permutations)
         if mode == "generate" and calibrate != "none":
             raise ValueError("calibrate applies to mode='first' only (generate mode has no logits to calibrate)")
         if mode == "generate" and permutations != 1:
             raise ValueError("permutations applies to mode='first' only")
-        if not isinstance(doc_max_tokens, int) or isinstance(doc_max_tokens, bool) or doc_max_tokens < 1:
-            raise ValueError(f"doc_max_tokens must be a positive int, got {doc_max_tokens!r}")
+        check_positive_int("doc_max_tokens", doc_max_tokens)
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise ValueError("instruction must be a non-empty string or None")
         if answer_instruction is not None and (
             not isinstance(answer_instruction, str) or not answer_instruction.strip()
         ):
             raise ValueError("answer_instruction must be a non-empty string or None")
-        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
-            raise ValueError(f"max_new_tokens must be a positive int or None, got {max_new_tokens!r}")
-        if not isinstance(seed, int):
+        check_positive_int("max_new_tokens", max_new_tokens, allow_none=True)
+        if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
+        check_bool("trust_remote_code", trust_remote_code)
         self.core: ScoringCore
         if _is_core(model):
             self.core = model  # type: ignore[assignment]  # a ScoringCore, or a test double with its interface
@@ -488,7 +485,7 @@ class ListwiseReranker(BaseReranker):
                 device=device,
                 dtype=dtype,
                 attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code or None,
+                trust_remote_code=trust_remote_code,
             )
         self.mode: Mode = mode
         self.window = window

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import torch
 
-from rerank_plugins.rerankers._common import common_prefix_len, resolve_core
+from rerank_plugins.rerankers._common import check_bool, check_positive_int, common_prefix_len, resolve_core
 from rerank_plugins.scoring import Document, ScoringCore
 from rerank_plugins.types import (
     BaseReranker,
@@ -341,20 +341,19 @@ class PairwiseReranker(BaseReranker):
     ) -> None:
         if schedule not in ("allpair", "heapsort", "sliding"):
             raise ValueError(f"schedule must be 'allpair', 'heapsort' or 'sliding', got {schedule!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        check_positive_int("k", k)
         if aggregation not in ("ties", "soft"):
             raise ValueError(f"aggregation must be 'ties' or 'soft', got {aggregation!r}")
         if prefix_reuse not in ("query", "passage"):
             raise ValueError(f"prefix_reuse must be 'query' or 'passage', got {prefix_reuse!r}")
-        if isinstance(doc_max_tokens, bool) or not isinstance(doc_max_tokens, int) or doc_max_tokens < 1:
-            raise ValueError(f"doc_max_tokens must be a positive int, got {doc_max_tokens!r}")
+        check_positive_int("doc_max_tokens", doc_max_tokens)
+        check_bool("trust_remote_code", trust_remote_code)
         self.core = resolve_core(
             model,
             device=device,
             dtype=dtype,
             attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code or None,
+            trust_remote_code=trust_remote_code,
         )
         self.schedule: Schedule = schedule
         self.k = k

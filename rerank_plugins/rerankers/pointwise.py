@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from rerank_plugins.rerankers._common import common_prefix_len, resolve_core
+from rerank_plugins.rerankers._common import check_bool, check_positive_int, common_prefix_len, resolve_core
 from rerank_plugins.scoring import Document, ScoringCore
 from rerank_plugins.types import BaseReranker
 
@@ -70,16 +70,16 @@ class PointwiseReranker(BaseReranker):
         attn_implementation: Literal["sdpa", "eager"] | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        if not isinstance(doc_max_tokens, int) or doc_max_tokens < 1:
-            raise ValueError(f"doc_max_tokens must be a positive int, got {doc_max_tokens!r}")
+        check_positive_int("doc_max_tokens", doc_max_tokens)
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction must be a non-empty string")
+        check_bool("trust_remote_code", trust_remote_code)
         self.core = resolve_core(
             model,
             device=device,
             dtype=dtype,
             attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code or None,
+            trust_remote_code=trust_remote_code,
         )
         self.doc_max_tokens = doc_max_tokens
         self.instruction = instruction
