@@ -785,12 +785,19 @@ class DecompositionRetriever:
         self.retriever = as_batch_retriever(retriever)
         self.decomposer = decomposer
         self.reranker = reranker
-        self.k = int(validate_top_k(k) or 10)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        for name, value in (("pool_size", pool_size), ("top_k", top_k)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        self.k = k
         self.fusion: FusionMethod = fusion
         self.rrf_k = rrf_k
-        self.pool_size = validate_top_k(pool_size)
-        self.top_k = validate_top_k(top_k)
-        self.include_original = bool(include_original)
+        self.pool_size = pool_size
+        self.top_k = top_k
+        if not isinstance(include_original, bool):
+            raise ValueError(f"include_original must be a bool (True or False), got {include_original!r}")
+        self.include_original = include_original
 
     def _fuse(
         self, queries: list[str], rankings: Sequence[Sequence[Any]], timings: dict[str, float]

@@ -67,6 +67,8 @@ class Face:
     metadata: Callable[[Any], dict[str, Any]]
     added_value: Callable[[float, float], Any]  # (retrieval score, rerank score) -> value under score_key
     dump: Callable[[list[Any]], Any]
+    hidden_metadata: Callable[[Any, str, Any], None]  # add a metadata key kept out of the reranked text
+    flags: tuple[dict[str, Any], ...] = ({},)  # adapter settings that change how results are copied
 
 
 def _llama_face() -> Face:
@@ -94,7 +96,14 @@ def _llama_face() -> Face:
         metadata=lambda n: n.node.metadata,
         added_value=lambda retrieval, rerank: retrieval,
         dump=lambda items: [n.model_dump() for n in items],
+        hidden_metadata=_llama_hidden_metadata,
+        flags=({}, {"keep_retrieval_score": False}),
     )
+
+
+def _llama_hidden_metadata(node: Any, key: str, value: Any) -> None:
+    node.node.metadata[key] = value
+    node.node.excluded_embed_metadata_keys.append(key)
 
 
 def _langchain_face() -> Face:
@@ -118,6 +127,7 @@ def _langchain_face() -> Face:
         metadata=lambda d: d.metadata,
         added_value=lambda retrieval, rerank: rerank,
         dump=lambda items: [d.model_dump() for d in items],
+        hidden_metadata=lambda doc, key, value: doc.metadata.__setitem__(key, value),
     )
 
 
@@ -223,6 +233,27 @@ def test_inputs_are_not_mutated(case: Case) -> None:
         assert all(case.face.metadata(o) is not case.face.metadata(i) for i in items)
 
 
+def test_returned_metadata_is_a_deep_copy(case: Case) -> None:
+    """Editing a result's nested metadata (or the result itself) never reaches the inputs, under
+    every setting that changes how results are built."""
+    for flags in case.face.flags:
+        adapter = case.build(**flags)
+        items = case.face.make(TEXTS, RETRIEVAL_SCORES)
+        for i, item in enumerate(items):
+            case.face.hidden_metadata(item, "nested", {"tags": [f"t{i}"], "source": {"page": i}})
+        before = copy.deepcopy(case.face.dump(items))
+        outs = [case.face.run(adapter, items, "which?"), list(asyncio.run(case.face.arun(adapter, items, "which?")))]
+        for out in outs:
+            assert len(out) == len(items)
+            for o in out:
+                assert all(o is not i for i in items)
+                nested = case.face.metadata(o)["nested"]
+                nested["tags"].append("edited")
+                nested["source"]["page"] = -1
+                case.face.metadata(o)["new"] = 1
+        assert case.face.dump(items) == before, flags
+
+
 def test_empty_input(case: Case) -> None:
     adapter = case.build(top_n=3)
     assert case.face.run(adapter, [], "which?") == []
@@ -254,12 +285,38 @@ def test_concurrent_async_calls(case: Case) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"top_n": 0}, {"top_n": -3}, {"top_n": "many"}, {"reranker_kwargs": "x"}, {"no_such_option": 1}],
-    ids=["top_n=0", "top_n<0", "top_n-str", "kwargs-not-dict", "unknown-field"],
+    [
+        {"top_n": 0},
+        {"top_n": -3},
+        {"top_n": "many"},
+        {"top_n": True},
+        {"top_n": "2"},
+        {"top_n": 2.0},
+        {"reranker_kwargs": "x"},
+        {"no_such_option": 1},
+    ],
+    ids=[
+        "top_n=0",
+        "top_n<0",
+        "top_n-str",
+        "top_n-bool",
+        "top_n-digit-str",
+        "top_n-float",
+        "kwargs-not-dict",
+        "unknown-field",
+    ],
 )
 def test_bad_config_is_a_validation_error(case: Case, bad: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    # a pydantic ValidationError is a ValueError, and it names the field
+    with pytest.raises(ValidationError, match=next(iter(bad))):
         case.build(**bad)
+
+
+@pytest.mark.parametrize("value", [1, 0, "false", None])
+def test_llama_index_keep_retrieval_score_is_a_real_bool(value: Any, fakes: list[FakeReranker]) -> None:
+    face = _llama_face()
+    with pytest.raises(ValidationError, match="keep_retrieval_score"):
+        face.generic(reranker="fake", keep_retrieval_score=value)
 
 
 def test_blank_query_is_a_value_error(case: Case) -> None:

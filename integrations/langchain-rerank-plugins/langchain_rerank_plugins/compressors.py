@@ -50,8 +50,9 @@ class _RerankBase(BaseDocumentCompressor):
         description="Model for the strategy: hub id, local folder or .gguf file (loaded once per "
         "process by the shared scoring core). None for strategies that need no model.",
     )
+    # strict: True, "2" and 2.0 are mistakes, not counts
     top_n: int | None = Field(
-        default=None, ge=1, description="Number of documents to return, best first; None keeps all."
+        default=None, ge=1, strict=True, description="Number of documents to return, best first; None keeps all."
     )
     reranker_kwargs: dict[str, Any] = Field(
         default_factory=dict,
@@ -81,12 +82,13 @@ class _RerankBase(BaseDocumentCompressor):
 
     @staticmethod
     def _map_back(documents: Sequence[Document], hits: list[Hit]) -> list[Document]:
-        return [
-            documents[h.index].model_copy(
-                update={"metadata": {**documents[h.index].metadata, RELEVANCE_SCORE_KEY: h.score}}
-            )
-            for h in hits
-        ]
+        out = []
+        for h in hits:
+            # A deep copy: editing a returned document's (nested) metadata never reaches the input.
+            doc = documents[h.index].model_copy(deep=True)
+            doc.metadata[RELEVANCE_SCORE_KEY] = h.score
+            out.append(doc)
+        return out
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

@@ -132,14 +132,19 @@ class DecompositionRetriever(BaseRetriever):
         default=None, description="Registry name or Reranker; None returns the fused order."
     )
     reranker_kwargs: dict[str, Any] = Field(default_factory=dict, description="Options for a registry name.")
+    # strict numbers and flags: True, "2" and 2.0 are mistakes, not counts
     top_n: int | None = Field(
         default=None, ge=1, strict=True, description="Documents returned, None keeps all; invoke(q, top_n=n) overrides."
     )
-    pool_size: int | None = Field(default=None, ge=1, description="Rerank only the first pool_size fused documents.")
+    pool_size: int | None = Field(
+        default=None, ge=1, strict=True, description="Rerank only the first pool_size fused documents."
+    )
     fusion: Literal["rrf", "max", "none"] = Field(default="rrf", description="How rankings are merged.")
-    rrf_k: int = Field(default=60, ge=0, description="The reciprocal rank fusion constant.")
-    max_subquestions: int = Field(default=3, ge=1, description="At most this many sub-questions.")
-    include_original: bool = Field(default=True, description="Retrieve with the original question as well.")
+    rrf_k: float = Field(default=60, ge=0, strict=True, description="The reciprocal rank fusion constant.")
+    max_subquestions: int = Field(default=3, ge=1, strict=True, description="At most this many sub-questions.")
+    include_original: bool = Field(
+        default=True, strict=True, description="Retrieve with the original question as well."
+    )
     decomposer_kwargs: dict[str, Any] = Field(default_factory=dict, description="More Decomposer options.")
 
     _decomposer: Decomposer | None = PrivateAttr(default=None)
@@ -167,10 +172,11 @@ class DecompositionRetriever(BaseRetriever):
         return [(document_key(d), _score(d), d.page_content, d) for d in docs]
 
     def _to_document(self, doc: PooledDocument) -> Document:
-        metadata = {**doc.payload.metadata, FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score}
+        # A deep copy: the base retriever's documents stay untouched.
+        copy: Document = doc.payload.model_copy(deep=True)
+        copy.metadata.update({FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score})
         if doc.rerank_score is not None:
-            metadata[RELEVANCE_SCORE_KEY] = doc.rerank_score
-        copy: Document = doc.payload.model_copy(update={"metadata": metadata})
+            copy.metadata[RELEVANCE_SCORE_KEY] = doc.rerank_score
         return copy
 
     def _pool(self, queries: list[str], results: Sequence[Sequence[Document]]) -> list[PooledDocument]:

@@ -12,7 +12,7 @@ from langchain_core.language_models import FakeListChatModel, FakeListLLM
 from langchain_core.retrievers import BaseRetriever
 from langchain_rerank_plugins import DecompositionRetriever
 from langchain_rerank_plugins.decomposition import decomposer_from_llm, document_key
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from rerank_plugins.decomposition import Decomposer
 from rerank_plugins.testing import KeywordReranker
@@ -155,6 +155,13 @@ async def test_async_chat_model_is_awaited() -> None:
     [
         ({"fusion": "borda"}, "fusion"),
         ({"top_n": 0}, "top_n"),
+        ({"top_n": True}, "top_n"),
+        ({"top_n": "2"}, "top_n"),
+        ({"top_n": 2.0}, "top_n"),
+        ({"pool_size": True}, "pool_size"),
+        ({"rrf_k": True}, "rrf_k"),
+        ({"max_subquestions": True}, "max_subquestions"),
+        ({"include_original": "false"}, "include_original"),
         ({"llm": 42}, "llm must be"),
         ({"unknown": 1}, "unknown"),
     ],
@@ -196,3 +203,29 @@ def test_bad_call_time_arguments(run_async: bool, kwargs: dict[str, Any], match:
     r = DecompositionRetriever(retriever=WordRetriever(k=1), llm=lambda p: SUBS)
     with pytest.raises(ValueError, match=match):
         asyncio.run(r.ainvoke(QUESTION, **kwargs)) if run_async else r.invoke(QUESTION, **kwargs)
+
+
+class StoreRetriever(BaseRetriever):
+    """Returns the same stored document objects on every call, as an in-memory store may."""
+
+    store: list[Document] = Field(
+        default_factory=lambda: [
+            Document(id=i, page_content=t, metadata={"src": i, "nested": {"tags": [i]}}) for i, t in CORPUS.items()
+        ]
+    )
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return self.store
+
+
+def test_returned_documents_are_deep_copies() -> None:
+    base = StoreRetriever()
+    before = [d.model_dump() for d in base.store]
+    for reranker in (None, LengthReranker()):
+        docs = DecompositionRetriever(retriever=base, llm=lambda p: SUBS, reranker=reranker).invoke(QUESTION)
+        assert len(docs) == len(CORPUS)
+        for d in docs:
+            assert all(d is not s for s in base.store)
+            d.metadata["nested"]["tags"].append("edited")
+            d.metadata["src"] = "edited"
+    assert [d.model_dump() for d in base.store] == before

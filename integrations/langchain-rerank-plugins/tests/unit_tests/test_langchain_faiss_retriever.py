@@ -45,8 +45,9 @@ def test_documents_without_ids_save_and_load(tmp_path) -> None:
 
 
 def test_fields_are_checked() -> None:
-    with pytest.raises(ValidationError):
-        FaissRetriever(index=FaissIndex(HashingEmbedder(8)), k=0)
+    for k in (0, True, "2", 2.0):
+        with pytest.raises(ValidationError, match=r"\bk\b"):
+            FaissRetriever(index=FaissIndex(HashingEmbedder(8)), k=k)
     with pytest.raises(ValidationError):
         FaissRetriever(index="not an index")  # type: ignore[arg-type]
     assert FaissRetriever(index=FaissIndex(HashingEmbedder(8))).invoke("anything") == []

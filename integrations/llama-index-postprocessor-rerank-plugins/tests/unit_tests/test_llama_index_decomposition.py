@@ -164,6 +164,12 @@ async def test_async_llama_index_llm_uses_acomplete() -> None:
         ({"similarity_top_k": "3"}, "similarity_top_k must be a positive int or None"),
         ({"top_n": 2, "similarity_top_k": 3}, "top_n and similarity_top_k"),
         ({"pool_size": 0}, "pool_size must be a positive int or None"),
+        ({"top_n": "2"}, "top_n must be a positive int or None"),
+        ({"top_n": 2.0}, "top_n must be a positive int or None"),
+        ({"pool_size": True}, "pool_size must be a positive int or None"),
+        ({"rrf_k": True}, "rrf_k"),
+        ({"include_original": "false"}, "include_original"),
+        ({"llm": lambda p: SUBS, "max_subquestions": True}, "max_subquestions"),
         ({"llm": 42}, "llm must be"),
         ({"reranker": 42}, "reranker must be"),
     ],
@@ -171,6 +177,33 @@ async def test_async_llama_index_llm_uses_acomplete() -> None:
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DecompositionRetriever(WordRetriever(), **kwargs)
+
+
+class StoreRetriever(BaseRetriever):
+    """Returns the same stored node objects on every call, as a docstore-backed retriever does."""
+
+    def __init__(self) -> None:
+        self.store = [
+            NodeWithScore(node=TextNode(id_=i, text=t, metadata={"src": i, "nested": {"tags": [i]}}), score=1.0)
+            for i, t in CORPUS.items()
+        ]
+        super().__init__()
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self.store
+
+
+def test_returned_nodes_are_deep_copies() -> None:
+    base = StoreRetriever()
+    before = [n.model_dump() for n in base.store]
+    for reranker in (None, LengthReranker()):
+        nodes = DecompositionRetriever(base, llm=lambda p: SUBS, reranker=reranker).retrieve(QUESTION)
+        assert len(nodes) == len(CORPUS)
+        for n in nodes:
+            assert all(n.node is not s.node for s in base.store)
+            n.node.metadata["nested"]["tags"].append("edited")
+            n.node.metadata["src"] = "edited"
+    assert [n.model_dump() for n in base.store] == before
 
 
 def test_rejects_a_non_retriever() -> None:

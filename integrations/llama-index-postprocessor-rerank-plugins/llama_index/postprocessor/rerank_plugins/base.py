@@ -53,7 +53,10 @@ class _RerankBase(BaseNodePostprocessor):
         description="Model for the strategy: hub id, local folder or .gguf file (loaded once per "
         "process by the shared scoring core). None for strategies that need no model.",
     )
-    top_n: int | None = Field(default=None, ge=1, description="Number of nodes to return, best first; None keeps all.")
+    # strict: True, "2" and 2.0 are mistakes, not counts
+    top_n: int | None = Field(
+        default=None, ge=1, strict=True, description="Number of nodes to return, best first; None keeps all."
+    )
     reranker_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra keyword options for the strategy factory (see rerank_plugins.registry).",
@@ -63,6 +66,7 @@ class _RerankBase(BaseNodePostprocessor):
     )
     keep_retrieval_score: bool = Field(
         default=True,
+        strict=True,
         description=f'Keep the previous node score in metadata["{RETRIEVAL_SCORE_KEY}"].',
     )
 
@@ -106,17 +110,14 @@ class _RerankBase(BaseNodePostprocessor):
         out = []
         for hit in hits:
             old = nodes[hit.index]
-            node = old.node
+            # A deep copy: editing a returned node's (nested) metadata never reaches the caller's
+            # nodes, which often belong to a docstore.
+            node = old.node.model_copy(deep=True)
             if self.keep_retrieval_score:
-                # A copy, so the caller's nodes are untouched; the key stays out of the LLM and
-                # embedding text.
-                node = node.model_copy(
-                    update={
-                        "metadata": {**node.metadata, RETRIEVAL_SCORE_KEY: old.score},
-                        "excluded_llm_metadata_keys": _with(node.excluded_llm_metadata_keys),
-                        "excluded_embed_metadata_keys": _with(node.excluded_embed_metadata_keys),
-                    }
-                )
+                # the key stays out of the LLM and embedding text
+                node.metadata[RETRIEVAL_SCORE_KEY] = old.score
+                node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys)
+                node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys)
             out.append(NodeWithScore(node=node, score=hit.score))
         return out
 

@@ -138,6 +138,10 @@ class DecompositionRetriever(BaseRetriever):
             raise ValueError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
         if fusion not in ("rrf", "max", "none"):
             raise ValueError(f"fusion must be 'rrf', 'max' or 'none', got {fusion!r}")
+        if not isinstance(include_original, bool):
+            raise ValueError(f"include_original must be a bool (True or False), got {include_original!r}")
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
+            raise ValueError(f"rrf_k must be a non-negative number, got {rrf_k!r}")
         options = dict(decomposer_kwargs or {})
         if not isinstance(llm, Decomposer):
             options.setdefault("max_subquestions", max_subquestions)
@@ -160,7 +164,7 @@ class DecompositionRetriever(BaseRetriever):
         self.pool_size = pool_size
         self.fusion: FusionMethod = fusion
         self.rrf_k = rrf_k
-        self.include_original = bool(include_original)
+        self.include_original = include_original
         self.metadata_mode = metadata_mode
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
@@ -198,14 +202,11 @@ class DecompositionRetriever(BaseRetriever):
 
     @staticmethod
     def _to_node(doc: PooledDocument) -> NodeWithScore:
-        node = doc.payload.node
-        node = node.model_copy(
-            update={
-                "metadata": {**node.metadata, FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score},
-                "excluded_llm_metadata_keys": _with(node.excluded_llm_metadata_keys),
-                "excluded_embed_metadata_keys": _with(node.excluded_embed_metadata_keys),
-            }
-        )
+        # A deep copy: the base retriever's nodes (often a docstore's own) stay untouched.
+        node = doc.payload.node.model_copy(deep=True)
+        node.metadata.update({FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score})
+        node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys)
+        node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys)
         return NodeWithScore(node=node, score=doc.score)
 
     def _queries(self, dec: Decomposition) -> list[str]:
