@@ -21,7 +21,13 @@ default ``normalize=True``), or minus the squared L2 distance with ``metric="l2"
 A saved index is a folder of plain files, never pickle: ``index.faiss``
 (``faiss.write_index``), ``documents.jsonl`` (id, text, metadata per line) and
 ``manifest.json`` (format version, embedder name and dimension, counts, sha256 of the other
-two files). :meth:`FaissIndex.load` checks all of it and raises :class:`IndexLoadError`.
+two files and of its own content). :meth:`FaissIndex.load` checks all of it, cross-checks the
+manifest against the FAISS index it describes (kind, factory, metric, dimension, vector count,
+next id above every stored id) and raises :class:`IndexLoadError` naming the file and the problem.
+
+Queries must be non-blank strings (``ValueError`` otherwise, as for the rerankers). Lone UTF-16
+surrogates in queries and texts are replaced by U+FFFD before embedding
+(:func:`rerank_plugins.text.clean_text`); the stored text keeps them.
 
 Example:
     >>> from rerank_plugins.retrieval import FaissIndex, HashingEmbedder
@@ -32,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -49,6 +56,8 @@ import numpy as np
 
 from rerank_plugins.retrieval._optional import import_faiss
 from rerank_plugins.retrieval.embedder import Embedder, embedder_from_spec, get_embedder
+from rerank_plugins.text import clean_text
+from rerank_plugins.types import validate_query
 
 __all__ = [
     "FORMAT_NAME",
@@ -70,6 +79,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "documents.jsonl"
+#: manifest key holding the sha256 of the manifest's other content (see :func:`_manifest_digest`)
+MANIFEST_DIGEST = "manifest_sha256"
+_PARAMS = ("nlist", "nprobe", "pq_m", "pq_nbits", "hnsw_m", "ef_construction", "ef_search")
 
 _KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 #: ``auto`` thresholds (number of texts): exact search below the first, IVF below the second.
@@ -267,7 +279,9 @@ class FaissIndex:
         if not texts:
             return
         self._check_unused(ids_list)  # before the (costly) embedding
-        vectors = self.embedder.embed_documents(texts, batch_size=self.batch_size, show_progress=show_progress)
+        vectors = self.embedder.embed_documents(
+            [clean_text(t) for t in texts], batch_size=self.batch_size, show_progress=show_progress
+        )
         self._add_checked(self._prepare(vectors, len(texts), "embeddings"), texts, ids_list, metas)
 
     def add_embeddings(
@@ -476,18 +490,20 @@ class FaissIndex:
         """The stored document ``doc_id`` (score ``nan``); ``KeyError`` if absent."""
         with self._lock:
             doc = self._docs[self._fid_by_id[doc_id]]
-            return SearchResult(doc.id, math.nan, doc.text, dict(doc.metadata))
+            return SearchResult(doc.id, math.nan, doc.text, copy.deepcopy(doc.metadata))
 
     def search(self, query: str, k: int = 10) -> list[SearchResult]:
         """The ``k`` documents most similar to ``query``, best first (fewer if the index is smaller).
+
+        An empty or blank ``query`` is a ``ValueError`` (an empty embedding would rank documents
+        by nothing), as it is for the rerankers.
 
         Example:
             >>> from rerank_plugins.retrieval import FaissIndex, HashingEmbedder
             >>> FaissIndex(HashingEmbedder(8)).search("anything")
             []
         """
-        if not isinstance(query, str):
-            raise ValueError(f"query must be a str, got {type(query).__name__}")
+        validate_query(query)
         return self.search_batch([query], k=k)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchResult]]:
@@ -497,12 +513,14 @@ class FaissIndex:
         for i, q in enumerate(queries):
             if not isinstance(q, str):
                 raise ValueError(f"queries[{i}] must be a str, got {type(q).__name__}")
+            if not q.strip():
+                raise ValueError(f"queries[{i}] must be a non-empty string (got an empty or blank query)")
         _positive_int("k", k)
         if not queries:
             return []
         if not len(self):
             return [[] for _ in queries]
-        vectors = self.embedder.embed_queries(list(queries), batch_size=self.batch_size)
+        vectors = self.embedder.embed_queries([clean_text(q) for q in queries], batch_size=self.batch_size)
         return self.search_vectors(vectors, k=k)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[SearchResult]]:
@@ -522,7 +540,7 @@ class FaissIndex:
                     if fid < 0:  # FAISS pads with -1 when fewer than k candidates were found
                         continue
                     doc = self._docs[fid]
-                    row.append(SearchResult(doc.id, sign * float(dist), doc.text, dict(doc.metadata)))
+                    row.append(SearchResult(doc.id, sign * float(dist), doc.text, copy.deepcopy(doc.metadata)))
                 out.append(row)
             return out
 
@@ -574,8 +592,7 @@ class FaissIndex:
             self._faiss.write_index(self._index, str(tmp_index))
             with tmp_docs.open("w", encoding="utf-8") as f:
                 for fid, doc in self._docs.items():
-                    line = {"id": doc.id, "faiss_id": fid, "text": doc.text, "metadata": doc.metadata}
-                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    f.write(_document_line({"id": doc.id, "faiss_id": fid, "text": doc.text, "metadata": doc.metadata}))
             manifest = {
                 "format": FORMAT_NAME,
                 "format_version": FORMAT_VERSION,
@@ -597,6 +614,7 @@ class FaissIndex:
                     DOCS_FILE: {"sha256": _sha256(tmp_docs), "bytes": tmp_docs.stat().st_size},
                 },
             }
+            manifest[MANIFEST_DIGEST] = _manifest_digest(manifest)
             tmp_manifest = path / f".{MANIFEST}.tmp"
             tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
             (path / MANIFEST).unlink(missing_ok=True)
@@ -637,12 +655,14 @@ class FaissIndex:
         faiss = import_faiss()
         path = Path(folder)
         manifest = _read_manifest(path)
+        mpath = path / MANIFEST
         if verify_checksums:
             for name, info in manifest["files"].items():
                 actual = _sha256(path / name)
                 if actual != info.get("sha256"):
                     raise IndexLoadError(f"{path / name} is corrupt or was modified (sha256 mismatch)")
-        saved_faiss = str(manifest.get("created_with", {}).get("faiss", "unknown"))
+        created_with = manifest.get("created_with")
+        saved_faiss = str(created_with.get("faiss", "unknown")) if isinstance(created_with, dict) else "unknown"
         if saved_faiss.split(".")[:1] != str(faiss.__version__).split(".")[:1]:
             logger.warning("index saved with faiss %s, loading with faiss %s", saved_faiss, faiss.__version__)
 
@@ -673,6 +693,7 @@ class FaissIndex:
             raise IndexLoadError(f"{INDEX_FILE} has dimension {raw.d}, manifest says {dim}")
         if raw.ntotal != manifest["count"]:
             raise IndexLoadError(f"{INDEX_FILE} holds {raw.ntotal} vectors, manifest says {manifest['count']}")
+        _check_manifest_against_index(faiss, raw, manifest, mpath)
 
         docs = _read_documents(path / DOCS_FILE)
         if len(docs) != manifest["count"]:
@@ -680,6 +701,19 @@ class FaissIndex:
         stored = _stored_faiss_ids(faiss, raw)
         if set(stored.tolist()) != set(docs):
             raise IndexLoadError(f"{INDEX_FILE} and {DOCS_FILE} disagree on which documents are indexed")
+        # A next id at or below a stored one would make the next add() overwrite that document.
+        lowest_free = int(stored.max()) + 1 if len(stored) else 0
+        if manifest["next_faiss_id"] < lowest_free:
+            raise IndexLoadError(
+                f"{mpath}: next_faiss_id is {manifest['next_faiss_id']}, but {INDEX_FILE} already uses ids up to "
+                f"{lowest_free - 1}; the next add would overwrite stored documents"
+            )
+        # Last, so that a specific mismatch above is reported first: the digest catches the rest
+        # (e.g. a flipped "normalize", which no cross-check can see).
+        if verify_checksums and MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
+            raise IndexLoadError(
+                f"{mpath} was modified after saving (its {MANIFEST_DIGEST} does not match its content)"
+            )
 
         self = cls(
             emb,
@@ -699,7 +733,7 @@ class FaissIndex:
         self._fid_by_id = {d.id: fid for fid, d in docs.items()}
         if len(self._fid_by_id) != len(docs):
             raise IndexLoadError(f"{DOCS_FILE} has duplicate document ids")
-        self._next_fid = int(manifest["next_faiss_id"])
+        self._next_fid = manifest["next_faiss_id"]
         logger.info("loaded %d documents from %s (%s)", len(self), path, self.factory)
         return self
 
@@ -712,6 +746,57 @@ class FaissIndex:
 
 def _faiss_has_gpu(faiss: Any) -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _document_line(row: dict[str, Any]) -> str:
+    """One ``documents.jsonl`` line: UTF-8 text, or ASCII escapes when the row holds lone surrogates."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        # "\ud800" cannot be written as UTF-8; the JSON escape keeps it exactly (a split pair such
+        # as "\ud83d\ude00" reads back as the one character it encodes, as JSON decoding does).
+        line = json.dumps(row, ensure_ascii=True)
+    return line + "\n"
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's content other than the digest itself, in a canonical JSON form."""
+    content = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _describe_index(faiss: Any, index: Any) -> tuple[str, str] | None:
+    """``(kind, factory string)`` of a FAISS index as this module builds them; ``None`` for others."""
+    if isinstance(index, faiss.IndexIDMap2):
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            return "hnsw", f"IDMap2,HNSW{inner.hnsw.nb_neighbors(1)}"
+        if isinstance(inner, faiss.IndexFlat):
+            return "flat", "IDMap2,Flat"
+        return None
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq", f"IVF{index.nlist},PQ{index.pq.M}x{index.pq.nbits}"
+    if isinstance(index, faiss.IndexIVFFlat):
+        return "ivf", f"IVF{index.nlist},Flat"
+    return None
+
+
+def _check_manifest_against_index(faiss: Any, raw: Any, manifest: Mapping[str, Any], mpath: Path) -> None:
+    """The manifest's kind, factory and metric must describe the FAISS index actually saved."""
+    ipath = mpath.parent / INDEX_FILE
+    described = _describe_index(faiss, raw)
+    if described is None:
+        raise IndexLoadError(f"{ipath} holds a {type(raw).__name__}, not an index rerank-plugins writes")
+    kind, factory = described
+    if manifest["kind"] != kind:
+        raise IndexLoadError(f"{mpath}: kind is {manifest['kind']!r}, but {ipath} holds a {kind!r} index")
+    if manifest["factory"] != factory:
+        raise IndexLoadError(f"{mpath}: factory is {manifest['factory']!r}, but {ipath} is {factory!r}")
+    metric = {faiss.METRIC_INNER_PRODUCT: "ip", faiss.METRIC_L2: "l2"}.get(raw.metric_type, str(raw.metric_type))
+    if manifest["metric"] != metric:
+        raise IndexLoadError(f"{mpath}: metric is {manifest['metric']!r}, but {ipath} uses {metric!r}")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -739,8 +824,30 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     for key, typ in required.items():
         if not isinstance(manifest.get(key), typ):
             raise IndexLoadError(f"{mpath}: field {key!r} is missing or not a {typ.__name__}")
-    if set(manifest["files"]) != {INDEX_FILE, DOCS_FILE}:
-        raise IndexLoadError(f"{mpath}: 'files' must list {INDEX_FILE} and {DOCS_FILE}")
+    if set(manifest["files"]) != {INDEX_FILE, DOCS_FILE} or not all(
+        isinstance(info, dict) for info in manifest["files"].values()
+    ):
+        raise IndexLoadError(f"{mpath}: 'files' must list {INDEX_FILE} and {DOCS_FILE}, each with its sha256")
+    if manifest["kind"] not in _KINDS[1:]:
+        raise IndexLoadError(f"{mpath}: kind must be one of {', '.join(_KINDS[1:])}, got {manifest['kind']!r}")
+    if manifest["metric"] not in ("ip", "l2"):
+        raise IndexLoadError(f"{mpath}: metric must be 'ip' or 'l2', got {manifest['metric']!r}")
+    for key in ("dimension", "count", "next_faiss_id"):
+        value = manifest[key]
+        if isinstance(value, bool) or value < (1 if key == "dimension" else 0):
+            raise IndexLoadError(
+                f"{mpath}: {key} must be a {'positive' if key == 'dimension' else 'non-negative'} int, got {value!r}"
+            )
+    for key, value in manifest["params"].items():
+        if key not in _PARAMS or (
+            value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+        ):
+            raise IndexLoadError(
+                f"{mpath}: params[{key!r}] must be one of {', '.join(_PARAMS)} with a positive "
+                f"int or null, got {value!r}"
+            )
+    if MANIFEST_DIGEST in manifest and not isinstance(manifest[MANIFEST_DIGEST], str):
+        raise IndexLoadError(f"{mpath}: {MANIFEST_DIGEST} must be a string")
     for name in (INDEX_FILE, DOCS_FILE):
         if not (path / name).is_file():
             raise IndexLoadError(f"{path} is incomplete: {name} is missing")
@@ -749,14 +856,18 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _read_documents(path: Path) -> dict[int, _Doc]:
     docs: dict[int, _Doc] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    # Bytes, decoded per line: invalid UTF-8 is reported with its line number like any bad line.
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
             try:
-                row = json.loads(line)
-                fid, doc = int(row["faiss_id"]), _Doc(str(row["id"]), row["text"], row["metadata"])
+                row = json.loads(raw.decode("utf-8"))
+                fid = row["faiss_id"]
+                if isinstance(fid, bool) or not isinstance(fid, int):
+                    raise TypeError(f"faiss_id must be an int, got {fid!r}")
+                doc = _Doc(str(row["id"]), row["text"], row["metadata"])
                 if not isinstance(doc.text, str) or not isinstance(doc.metadata, dict):
                     raise TypeError("text must be a string and metadata an object")
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
                 raise IndexLoadError(f"{path}:{lineno}: bad document line ({exc})") from exc
             if fid in docs:
                 raise IndexLoadError(f"{path}:{lineno}: duplicate faiss_id {fid}")

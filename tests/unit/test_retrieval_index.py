@@ -343,3 +343,143 @@ def test_missing_faiss_gives_the_install_command(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "rerank-plugins\[faiss\]"'):
         import_faiss()
     assert FAISS_HINT == 'pip install "rerank-plugins[faiss]"'
+
+
+# ---------------------------------------------------------------------- a tampered manifest
+
+
+def _edit_manifest(folder: Path, **changes: Any) -> None:
+    mpath = folder / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del manifest[key]
+        else:
+            manifest[key] = value
+    mpath.write_text(json.dumps(manifest))
+
+
+MANIFEST_EDITS = [
+    # the next add would silently overwrite document d0
+    ({"next_faiss_id": 0}, r"manifest\.json: next_faiss_id is 0, but index\.faiss already uses ids up to 49"),
+    ({"next_faiss_id": 49}, r"next_faiss_id is 49.*overwrite"),
+    ({"next_faiss_id": -1}, r"manifest\.json: next_faiss_id must be a non-negative int, got -1"),
+    ({"next_faiss_id": True}, r"next_faiss_id must be a non-negative int, got True"),
+    ({"kind": "hnsw"}, r"manifest\.json: kind is 'hnsw', but .*index\.faiss holds a 'flat' index"),
+    ({"kind": "ivf"}, r"kind is 'ivf', but .*index\.faiss holds a 'flat' index"),
+    ({"kind": "auto"}, r"kind must be one of flat, hnsw, ivf, ivfpq, got 'auto'"),
+    ({"factory": "IDMap2,HNSW32"}, r"factory is 'IDMap2,HNSW32', but .*index\.faiss is 'IDMap2,Flat'"),
+    ({"metric": "l2"}, r"manifest\.json: metric is 'l2', but .*index\.faiss uses 'ip'"),
+    ({"metric": "cos"}, r"metric must be 'ip' or 'l2', got 'cos'"),
+    ({"params": {"nprobe": "16"}}, r"params\['nprobe'\] must be"),
+    ({"params": {"hnsw_m": 0}}, r"params\['hnsw_m'\] must be"),
+    ({"params": {"unknown": 1}}, r"params\['unknown'\] must be"),
+    ({"files": {"index.faiss": "x", "documents.jsonl": "y"}}, "each with its sha256"),
+    ({"created_with": "x", "normalize": False}, r"manifest\.json was modified after saving"),
+    ({"normalize": False}, r"manifest\.json was modified after saving \(its manifest_sha256"),
+    ({"manifest_sha256": 5}, "manifest_sha256 must be a string"),
+]
+
+
+@pytest.mark.parametrize(("changes", "match"), MANIFEST_EDITS, ids=[repr(c) for c, _ in MANIFEST_EDITS])
+def test_load_rejects_a_manifest_that_disagrees_with_the_index(saved, table, changes, match):
+    _edit_manifest(saved, **changes)
+    with pytest.raises(IndexLoadError, match=match):
+        load(saved, table)
+
+
+def test_cross_checks_do_not_depend_on_the_manifest_digest(saved, table):
+    """Without its digest (indexes saved before it existed) the manifest is still cross-checked."""
+    _edit_manifest(saved, manifest_sha256=None)
+    assert len(load(saved, table)) == 50
+    _edit_manifest(saved, next_faiss_id=0)
+    with pytest.raises(IndexLoadError, match="next_faiss_id is 0"):
+        load(saved, table, verify_checksums=False)
+    _edit_manifest(saved, next_faiss_id=50, normalize=False)
+    assert len(load(saved, table, verify_checksums=False)) == 50  # only the digest can see this edit
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"), [("hnsw", {}), ("ivf", {"nlist": 4}), ("ivfpq", {"nlist": 2, "pq_m": 4, "pq_nbits": 4})]
+)
+def test_manifest_kind_of_every_saved_kind_is_checked(tmp_path, table, kind, options):
+    index = FaissIndex.build(texts(300), embedder=TableEmbedder(table), kind=kind, **options)
+    index.save(tmp_path / "idx")
+    assert load(tmp_path / "idx", table).factory == index.factory
+    _edit_manifest(tmp_path / "idx", kind="flat")
+    with pytest.raises(IndexLoadError, match=rf"kind is 'flat', but .* holds a '{kind}' index"):
+        load(tmp_path / "idx", table)
+
+
+def test_a_higher_next_id_after_deletes_is_fine(tmp_path, table):
+    index = FaissIndex.build(texts(10), ids=[f"d{i}" for i in range(10)], embedder=TableEmbedder(table))
+    index.delete(["d9"])
+    index.save(tmp_path / "idx")
+    loaded = load(tmp_path / "idx", table)
+    loaded.add(["v20"], ids=["new"])
+    assert loaded.get("d0").text == "v0" and loaded.get("new").text == "v20"
+    assert len(loaded) == 10
+
+
+def test_load_documents_with_invalid_utf8(saved, table):
+    docs = saved / "documents.jsonl"
+    lines = docs.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"v2"', b'"v\xff2"')
+    docs.write_bytes(b"".join(lines))
+    with pytest.raises(IndexLoadError, match=r"documents\.jsonl is corrupt"):
+        load(saved, table)
+    with pytest.raises(IndexLoadError, match=r"documents\.jsonl:3: bad document line \('utf-8' codec can't decode"):
+        load(saved, table, verify_checksums=False)
+
+
+def test_load_documents_with_a_non_integer_faiss_id(saved, table):
+    docs = saved / "documents.jsonl"
+    lines = docs.read_text().splitlines(keepends=True)
+    lines[0] = lines[0].replace('"faiss_id": 0', '"faiss_id": 0.5')
+    docs.write_text("".join(lines))
+    with pytest.raises(IndexLoadError, match=r"documents\.jsonl:1: bad document line \(faiss_id must be an int"):
+        load(saved, table, verify_checksums=False)
+
+
+# ---------------------------------------------------------------------- queries and text
+
+
+@pytest.mark.parametrize("query", ["", " ", "\n\t "])
+def test_blank_query_is_a_value_error(table, query):
+    index = FaissIndex.build(texts(5), embedder=TableEmbedder(table))
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        index.search(query)
+    with pytest.raises(ValueError, match=r"queries\[1\] must be a non-empty string"):
+        index.search_batch(["v1", query])
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        FaissIndex(TableEmbedder(table)).search(query)  # empty index: still a bad argument
+
+
+def test_search_results_never_share_metadata_with_the_index(table):
+    index = FaissIndex.build(
+        ["v1"], ids=["a"], metadatas=[{"tags": ["x"], "src": {"page": 1}}], embedder=TableEmbedder(table)
+    )
+    for result in (index.search("v1")[0], index.get("a")):
+        result.metadata["tags"].append("edited")
+        result.metadata["src"]["page"] = -1
+    assert index.get("a").metadata == {"tags": ["x"], "src": {"page": 1}}
+
+
+def test_lone_surrogates_with_a_tokenizer_embedder(tmp_path, tiny_cross_encoder):
+    """A transformers tokenizer raises TypeError on lone surrogates; the index embeds U+FFFD
+    instead, keeps the stored text exactly, and saves and loads it."""
+    from rerank_plugins.retrieval import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(str(tiny_cross_encoder))
+    texts_ = ["Paris \ud800 is the capital", "quick brown fox", "lazy \udfff dog"]
+    index = FaissIndex.build(texts_, embedder=emb, metadatas=[{"note": "\udc80"}, {}, {}])
+    clean = FaissIndex.build([t.replace("\ud800", "\ufffd") for t in texts_[:1]], embedder=emb)
+    assert np.allclose(index._index.index.reconstruct(0), clean._index.index.reconstruct(0))
+    hits = index.search("capital \ud800 Paris", k=3)
+    assert sorted(h.text for h in hits) == sorted(texts_)
+    index.save(tmp_path / "idx")
+    loaded = FaissIndex.load(tmp_path / "idx", embedder=emb, check_embedder_name=False)
+    assert [loaded.get(i).text for i in ("0", "1", "2")] == texts_
+    assert loaded.get("0").metadata == {"note": "\udc80"}
+    # the weights are random, so no order is asserted; a lone surrogate searches as U+FFFD does
+    assert loaded.search_batch(["fox \udfff"], k=3) == loaded.search_batch(["fox \ufffd"], k=3)

@@ -111,3 +111,19 @@ def test_the_k_field_is_a_strict_positive_int() -> None:
     for bad in (True, "2", 1.5):
         with pytest.raises(ValidationError, match="k"):
             FaissRetriever(index=index, k=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_blank_query_is_a_value_error(retriever: FaissRetriever, query: str) -> None:
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        retriever.invoke(query)
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        asyncio.run(retriever.ainvoke(query))
+
+
+def test_retrieved_metadata_is_not_the_index_s() -> None:
+    docs = [Document(page_content="alpha", id="a", metadata={"tags": ["x"]})]
+    r = FaissRetriever.from_documents(docs, embedder=HashingEmbedder(16))
+    r.invoke("alpha")[0].metadata["tags"].append("edited")
+    assert r.invoke("alpha")[0].metadata["tags"] == ["x"]
+    assert docs[0].metadata == {"tags": ["x"]}

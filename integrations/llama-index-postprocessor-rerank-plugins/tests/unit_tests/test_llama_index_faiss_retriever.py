@@ -140,3 +140,19 @@ def test_a_precomputed_query_embedding_is_not_used(retriever: FaissRetriever) ->
     # it may come from another model (a vector retriever fills it in on a shared bundle)
     bundle = QueryBundle("red apple orchard", embedding=[1.0, 0.0])
     assert _ids_scores(retriever.retrieve(bundle)) == _ids_scores(retriever.retrieve("red apple orchard"))
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_blank_query_is_a_value_error(retriever: FaissRetriever, query: str) -> None:
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        retriever.retrieve(query)
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        asyncio.run(retriever.aretrieve(query))
+
+
+def test_retrieved_metadata_is_not_the_index_s() -> None:
+    nodes = [TextNode(text="alpha", id_="a", metadata={"tags": ["x"]})]
+    r = FaissRetriever.from_nodes(nodes, embedder=HashingEmbedder(16))
+    r.retrieve("alpha")[0].node.metadata["tags"].append("edited")
+    assert r.retrieve("alpha")[0].node.metadata == {"tags": ["x"]}
+    assert nodes[0].metadata == {"tags": ["x"]}
