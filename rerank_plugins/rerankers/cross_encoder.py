@@ -1,7 +1,9 @@
 """Cross-encoder reranking with sentence-transformers' ``CrossEncoder``.
 
 ``CrossEncoder.predict(pairs)`` is the primitive; this module only batches, validates and
-maps scores back. The model is loaded once per process through the shared core's cache.
+maps scores back. The model is loaded once per process through the shared core's cache. Lone
+surrogates in the query or a document are replaced by U+FFFD first
+(:func:`rerank_plugins.text.clean_text`): the tokenizer would raise ``TypeError`` on them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from rerank_plugins.rerankers._common import check_bool, check_positive_int
 from rerank_plugins.scoring.model import load_cross_encoder
+from rerank_plugins.text import clean_text
 from rerank_plugins.types import BaseReranker
 
 __all__ = ["CrossEncoderReranker"]
@@ -56,8 +59,9 @@ class CrossEncoderReranker(BaseReranker):
         )
 
     def score(self, query: str, documents: list[str]) -> list[float]:
+        query = clean_text(query)
         scores = self.encoder.predict(
-            [(query, d) for d in documents],
+            [(query, clean_text(d)) for d in documents],
             batch_size=self.batch_size,
             show_progress_bar=False,
             convert_to_numpy=True,

@@ -2,7 +2,9 @@
 
 An embedder turns texts into a float32 matrix ``[n, dimension]``. The index normalises
 vectors itself, so embedders return raw model output. Each embedder describes itself with
-:meth:`Embedder.spec` (a small JSON-able dict) so a saved index can rebuild it on load.
+:meth:`Embedder.spec` (a small JSON-able dict) so a saved index can rebuild it on load. The
+sentence-transformers embedder replaces lone surrogates with U+FFFD before tokenizing
+(:func:`rerank_plugins.text.clean_text`).
 
 Example:
     >>> emb = HashingEmbedder(dimension=8)
@@ -22,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from rerank_plugins.text import clean_text
 
 __all__ = [
     "Embedder",
@@ -125,7 +129,8 @@ class SentenceTransformerEmbedder:
         return str(self.model.device)
 
     def _encode(self, method: str, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
-        texts = list(texts)
+        # Tokenizers raise TypeError on lone surrogates.
+        texts = [clean_text(t) for t in texts]
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         encode = getattr(self.model, method, None) or self.model.encode
