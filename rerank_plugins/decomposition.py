@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from rerank_plugins.text import clean_text
 from rerank_plugins.types import Reranker, validate_query, validate_top_k
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ _MARKER = re.compile(
     )\s*""",
     re.IGNORECASE | re.VERBOSE,
 )
+_LIST_ITEM = re.compile(r"^\s*(?:[-*\u2022]|\(?\d{1,2}[.)])\s")
 _INLINE_NUMBERED = re.compile(r"(?:(?<=[?.!:])|(?<=\?\"))\s+(?=\(?\d{1,2}[.)]\s)")
 _SPLIT_QUESTIONS = re.compile(r"(?<=\?)\s+(?=[A-Z0-9\"'])")
 _CHATTER = re.compile(
@@ -205,11 +207,30 @@ def _line_items(text: str) -> list[str]:
     return items
 
 
-def _usable(item: str, *, original: str, ignore: set[str]) -> bool:
+def _names(text: str) -> set[str]:
+    """Lower-cased names and numbers in ``text``: capitalised words after the first word, and numbers."""
+    words = re.findall(r"[^\W_]+", text)
+    return {w.lower() for w in words[1:] if w[0].isupper() or w[0].isdigit()}
+
+
+def _names_only_the_question(item: str, question_words: set[str]) -> bool:
+    """True when ``item`` names something and everything it names is in the question.
+
+    An echoed prompt line is dropped, but the prompt's own example sub-questions are right for
+    a question about the example's subject ("What was NVIDIA's profit in 2023?" answers part of
+    "Which made more profit in 2023, NVIDIA or Apple?"), and for no other question.
+    """
+    names = _names(item)
+    return any(not n.isdigit() for n in names) and names <= question_words
+
+
+def _usable(item: str, *, original: str, echoes: set[str], ignore: set[str], examples: set[str]) -> bool:
     if not item or len(item) > MAX_ITEM_CHARS:
         return False
     norm = normalize_question(item)
-    if not norm or norm == original or norm in ignore:
+    if not norm or norm in echoes:
+        return False
+    if norm in ignore and not (norm in examples and _names_only_the_question(item, set(original.split()))):
         return False
     if item[0] in "{[<":  # broken JSON or markup, not a query
         return False
@@ -233,7 +254,11 @@ def parse_subquestions(
     (``{"sub_questions": [...]}``), code fences, plain lines and several questions on one line.
     Drops chatter ("Here are the sub-questions:"), headers, one-word fragments, lines longer than
     ``MAX_ITEM_CHARS``, repeats of ``question`` and of any line in ``ignore`` (e.g. the prompt,
-    when a model echoes it). Never raises; anything unusable gives ``[]``.
+    when a model echoes it). A numbered or bulleted ``ignore`` line (an example sub-question of
+    the prompt) is kept when every name in it (capitalised words, numbers) is in ``question``:
+    it is then a right answer for a question about the example's subject, not an echo. Lone
+    surrogates become U+FFFD (:func:`rerank_plugins.text.clean_text`).
+    Never raises; anything unusable gives ``[]``.
 
     Args:
         text: the model output (anything that is not a string gives ``[]``).
@@ -249,12 +274,15 @@ def parse_subquestions(
     """
     if not isinstance(text, str) or not text.strip():
         return []
+    if isinstance(question, str):
+        question = clean_text(question)
     original = normalize_question(question) if isinstance(question, str) else ""
     ignored = {normalize_question(f(x)) for x in ignore if isinstance(x, str) for f in (str, _strip_item)}
     ignored.discard("")
-    # "Question: <original>" is an echo of the prompt's last line.
-    if original:
-        ignored.add(normalize_question("Question: " + (question or "")))
+    # Numbered or bulleted ignored lines are the prompt's example sub-questions (see _usable).
+    examples = {normalize_question(_strip_item(x)) for x in ignore if isinstance(x, str) and _LIST_ITEM.match(x)}
+    # The question itself, and "Question: <question>", an echo of the prompt's last line.
+    echoes = {original, normalize_question("Question: " + question)} if original and question else set()
     text = _SPECIAL_TOKEN.sub("\n", text)
     items = _json_items(text)
     if not items:
@@ -264,10 +292,11 @@ def parse_subquestions(
     for raw in items:
         if not isinstance(raw, str):
             continue
-        item = _strip_item(raw)
+        # per item, since JSON escapes ("\\ud800") decode to lone surrogates too
+        item = _strip_item(clean_text(raw))
         if _CHATTER.match(item) and ":" in item:  # "Here is the first one: Who is X?"
             item = _strip_item(item.split(":", 1)[1])
-        if not _usable(item, original=original, ignore=ignored):
+        if not _usable(item, original=original, echoes=echoes, ignore=ignored, examples=examples):
             continue
         key = normalize_question(item)
         if key in seen:

@@ -32,10 +32,11 @@ PARSE_FIXTURES = [
         "1. How much profit did NVIDIA make in 2023?\n2. How much profit did Apple make in 2023?",
         ["How much profit did NVIDIA make in 2023?", "How much profit did Apple make in 2023?"],
     ),
-    # the prompt's own example answers are an echo, not sub-questions
+    # Q asks about the prompt example's subject, so the example's sub-questions are right answers
+    # (an echo of them for another question is dropped: test_example_echo_is_dropped_for_other_questions)
     (
         "1. What was NVIDIA's profit in 2023?\n2. What was Apple's profit in 2023?\n3. Who leads Apple?",
-        ["Who leads Apple?"],
+        ["What was NVIDIA's profit in 2023?", "What was Apple's profit in 2023?", "Who leads Apple?"],
     ),
     ("1) NVIDIA profit 2023\n2) Apple profit 2023", ["NVIDIA profit 2023", "Apple profit 2023"]),
     ("(1) NVIDIA profit 2023\n(2) Apple profit 2023", ["NVIDIA profit 2023", "Apple profit 2023"]),
@@ -83,10 +84,11 @@ PARSE_FIXTURES = [
     # an echo of the question (with or without the prompt's "Question:" label) is not a sub-question
     (f"Question: {Q}\n1. What did NVIDIA earn?", ["What did NVIDIA earn?"]),
     (f"1. {Q}\n2. What did Apple earn?", ["What did Apple earn?"]),
-    # echo of the prompt's instruction lines
+    # echo of the whole prompt: instruction lines and the example question are dropped; the
+    # example's sub-questions fit Q (same names) and are kept
     (
         DEFAULT_PROMPT.replace("{n}", "3").replace("{question}", Q) + "\n1. What did Apple earn?",
-        ["What did Apple earn?"],
+        ["What was NVIDIA's profit in 2023?", "What was Apple's profit in 2023?", "What did Apple earn?"],
     ),
     # garbage, fragments and chatter only
     ("", []),
@@ -113,6 +115,40 @@ PARSE_FIXTURES = [
 def test_parse_fixtures(raw: str, expected: list[str]) -> None:
     ignore = DEFAULT_PROMPT.replace("{n}", "3").splitlines()
     assert parse_subquestions(raw, question=Q, ignore=[ln for ln in ignore if "{" not in ln]) == expected
+
+
+def test_the_readme_example_question_keeps_its_sub_questions() -> None:
+    """The README's question, answered with the prompt example's own (correct) sub-questions."""
+    answer = "1. What was NVIDIA's profit in 2023?\n2. What was Apple's profit in 2023?"
+    dec = Decomposer(lambda p: answer).decompose("Which company made the bigger profit in 2023, NVIDIA or Apple?")
+    assert (dec.fallback, dec.sub_questions) == (
+        False,
+        ("What was NVIDIA's profit in 2023?", "What was Apple's profit in 2023?"),
+    )
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Who directed Jaws?",
+        "What was Microsoft's profit in 2023?",
+        "Which company made the bigger profit, Google or Apple?",
+    ],
+)
+def test_example_echo_is_dropped_for_other_questions(question: str) -> None:
+    """For any question that does not name everything the example names, its lines are an echo."""
+    echo = "1. What was NVIDIA's profit in 2023?\n2. What was Apple's profit in 2023?\n3. Who leads Apple?"
+    dec = Decomposer(lambda p: DEFAULT_PROMPT.replace("{n}", "3").replace("{question}", question) + "\n" + echo)
+    got = dec.decompose(question)
+    assert got.sub_questions == ("Who leads Apple?",)
+
+
+def test_instruction_echo_is_dropped_even_when_it_names_the_question_s_numbers() -> None:
+    """Instruction lines name nothing (at most "3"), so they never pass as sub-questions."""
+    prompt = DEFAULT_PROMPT.replace("{n}", "3")
+    got = parse_subquestions(prompt.replace("{question}", "Who won 3 Oscars?"), question="Who won 3 Oscars?",
+                             ignore=[ln for ln in prompt.splitlines() if "{" not in ln])  # fmt: skip
+    assert got == []
 
 
 def test_parse_max_subquestions_keeps_the_first() -> None:
@@ -482,3 +518,19 @@ def test_decomposer_on_the_core_batches_and_never_raises() -> None:
     # one batched generation: at most max_new_tokens decoding steps for both questions together
     assert after["forward_passes"] - before["forward_passes"] <= 8
     assert d.assistant_prefix == "1."
+
+
+def test_lone_surrogates_in_model_output_become_replacement_characters(tiny_cross_encoder) -> None:
+    """Bad model output never raises: sub-questions carry U+FFFD, and the pipeline over a FAISS
+    index whose embedder tokenizes runs to the end."""
+    from rerank_plugins.retrieval import FaissIndex, SentenceTransformerEmbedder
+
+    raw = "1. Who founded \ud800 Apple?\n2. When was \udfff NVIDIA founded?"
+    dec = Decomposer(lambda p: raw).decompose("Who founded Apple and \ud800 NVIDIA?")
+    assert dec.sub_questions == ("Who founded \ufffd Apple?", "When was \ufffd NVIDIA founded?")
+    assert dec.raw == raw
+    assert parse_subquestions('["Where is \\ud800 Paris?"]') == ["Where is \ufffd Paris?"]
+    index = FaissIndex.build(["Apple was founded by Jobs", "NVIDIA was founded in 1993"],
+                             embedder=SentenceTransformerEmbedder(str(tiny_cross_encoder)))  # fmt: skip
+    result = DecompositionRetriever(index, decomposer=Decomposer(lambda p: raw), k=2).retrieve("Who founded \ud800?")
+    assert sorted(d.text for d in result.documents) == ["Apple was founded by Jobs", "NVIDIA was founded in 1993"]
