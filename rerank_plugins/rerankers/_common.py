@@ -7,23 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rerank_plugins.scoring import ScoringCore, get_core
+from rerank_plugins.scoring.model import check_bool
 
 __all__ = ["check_bool", "check_positive_int", "common_prefix_len", "resolve_core"]
-
-
-def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` if it is a real bool, else raise ``ValueError`` naming ``name``.
-
-    Strings are refused: ``"false"`` is truthy, and for ``trust_remote_code`` a truthy mistake
-    would run a checkpoint's own Python code.
-
-    Example:
-        >>> check_bool("calibrate", True)
-        True
-    """
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
-    return value
 
 
 def check_positive_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from rerank_plugins.scoring.model import LoadedModel, kv_cache_kwargs, load_model, returned_cache
+from rerank_plugins.scoring.model import LoadedModel, check_bool, kv_cache_kwargs, load_model, returned_cache
 from rerank_plugins.text import clean_text
 
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
@@ -483,6 +483,7 @@ def get_core(
         >>> core is get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
         True
     """
+    check_bool("trust_remote_code", trust_remote_code)  # also for a ready core: a string here is a caller bug
     if isinstance(model, ScoringCore):
         return model
     loaded = load_model(

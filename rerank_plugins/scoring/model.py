@@ -58,7 +58,16 @@ class ModelLoadError(ValueError, OSError):
     """
 
 
-def _check_bool(name: str, value: object) -> bool:
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a real bool, else raise ``ValueError`` naming ``name``.
+
+    Strings are refused: ``"false"`` is truthy, and for ``trust_remote_code`` a truthy mistake
+    would run a checkpoint's own Python code.
+
+    Example:
+        >>> check_bool("calibrate", True)
+        True
+    """
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
     return value
@@ -317,7 +326,7 @@ def load_model(
         raise ValueError(
             f"attn_implementation must be 'sdpa', 'eager', 'flash_attention_2' or None, got {attn_implementation!r}"
         )
-    _check_bool("trust_remote_code", trust_remote_code)
+    check_bool("trust_remote_code", trust_remote_code)
     if gpu_memory_fraction is not None:
         if not 0 < gpu_memory_fraction <= 1:
             raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
@@ -381,7 +390,7 @@ def load_cross_encoder(
     """
     from sentence_transformers import CrossEncoder
 
-    _check_bool("trust_remote_code", trust_remote_code)
+    check_bool("trust_remote_code", trust_remote_code)
     text = os.path.expanduser(str(model))
     if text.startswith((".", "/", "~")) and not Path(text).is_dir():
         raise FileNotFoundError(f"model: cross-encoder folder not found: {text}")
@@ -400,6 +409,8 @@ def load_cross_encoder(
             if error is None:
                 raise
             raise error from exc
+        # Query and document text is data: "[SEP]" inside it must not become the separator token.
+        ce.tokenizer.split_special_tokens = True
         _loads += 1
         logger.info("loaded cross-encoder %s on %s in %.1fs", text, dev, time.perf_counter() - start)
         return ce
@@ -408,7 +419,7 @@ def load_cross_encoder(
 
 
 @functools.cache
-def _cache_keyword(module_type: type) -> str:
+def _cache_keyword(module_type: Any) -> str:
     # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns
     # and goes away in 5.40); ask the signature which one this model takes.
     return "cache" if "cache" in inspect.signature(module_type.forward).parameters else "past_key_values"
@@ -416,7 +427,8 @@ def _cache_keyword(module_type: type) -> str:
 
 def kv_cache_kwargs(module: Any, cache: Any) -> dict[str, Any]:
     """``{name: cache}`` for ``module``'s forward, under the keyword its transformers version takes."""
-    return {_cache_keyword(type(module)): cache}
+    module_type: Any = type(module)
+    return {_cache_keyword(module_type): cache}
 
 
 def returned_cache(output: Any) -> Any:

@@ -258,3 +258,19 @@ def test_lone_surrogates_are_replaced_not_raised(tiny_core):
     assert tiny_core.tokenize("Paris \ud800 x") == tiny_core.tokenize("Paris \ufffd x")
     enc = tiny_core.encode_chat(["Query: \udfff\n", Document("Paris \ud800 x")])
     assert enc.spans and enc.input_ids
+
+
+def test_cross_encoder_pairs_keep_separator_strings_as_text(tiny_cross_encoder):
+    from rerank_plugins.scoring.model import load_cross_encoder
+
+    tok = load_cross_encoder(str(tiny_cross_encoder)).tokenizer
+    ids = tok(["capital [SEP] [CLS] of France"], ["Paris [SEP] is [SEP] here"], truncation=True)["input_ids"][0]
+    # exactly the pair's own markers: [CLS] query [SEP] document [SEP]
+    assert ids.count(tok.cls_token_id) == 1 and ids[0] == tok.cls_token_id
+    assert ids.count(tok.sep_token_id) == 2 and ids[-1] == tok.sep_token_id
+
+
+def test_get_core_checks_trust_remote_code_even_for_a_ready_core(tiny_core):
+    with pytest.raises(ValueError, match="trust_remote_code must be a bool"):
+        get_core(tiny_core, trust_remote_code="false")
+    assert get_core(tiny_core) is tiny_core
