@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 _SENTINEL = "\u2063RERANKPLUGINSUSER\u2063"
 
 
-
 @dataclass(frozen=True, slots=True)
 class Document:
     """A prompt part that may be truncated to the document token budget."""
@@ -115,10 +114,22 @@ class ScoringCore:
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
         self._softcap = getattr(text_cfg, "final_logit_softcapping", None)
         tok = loaded.tokenizer
-        added = getattr(tok, "added_tokens_decoder", {})
-        self._added_ids = frozenset(int(i) for i in added)
-        contents = sorted({t.content for t in added.values() if t.content}, key=len, reverse=True)
-        self._added_pattern = re.compile("|".join(map(re.escape, contents)) or "(?!)")
+        # User text goes through its own tokenizer copy that always splits special-token strings:
+        # fast tokenizers apply a per-call `split_special_tokens` by flipping shared state, which
+        # races between threads encoding prompts and templates at the same time.
+        self._plain_tokenizer = copy.deepcopy(tok)
+        self._plain_tokenizer.split_special_tokens = True
+        # Tokens the chat template uses but that are not flagged special (Qwen's <tool_call>)
+        # still match whole in plain text; whitespace and other added tokens are ordinary text.
+        template = str(getattr(tok, "chat_template", None) or "")
+        control = {
+            int(i): t.content
+            for i, t in getattr(tok, "added_tokens_decoder", {}).items()
+            if not t.special and t.content.strip() and t.content in template
+        }
+        self._control_ids = frozenset(control)
+        contents = sorted(set(control.values()), key=len, reverse=True)
+        self._control_pattern = re.compile("|".join(map(re.escape, contents)) or "(?!)")
         # Padding is always masked (and right padding never attended), so any id works as a fallback.
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
@@ -150,25 +161,26 @@ class ScoringCore:
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text.
 
-        No special tokens are added, and control-token strings inside ``text`` (``<|im_end|>``,
-        ``</s>``, ...) are encoded as ordinary characters, so a query or document can never
-        close a chat turn or impersonate the assistant. Lone surrogates become U+FFFD.
+        No special tokens are added, and the strings of special tokens and of the chat template's
+        own tokens inside ``text`` (``<|im_end|>``, ``</s>``, Qwen's ``<tool_call>``) are encoded
+        as ordinary characters, so a query or document cannot close a chat turn or impersonate
+        the assistant. Lone surrogates become U+FFFD. Safe to call from several threads.
         """
         text = clean_text(text)
         ids = self._encode_plain(text)
-        if self._added_ids.isdisjoint(ids):
+        if self._control_ids.isdisjoint(ids):
             return ids
-        # Added tokens not flagged special (Qwen's <tool_call>) still match as whole tokens:
-        # cut every occurrence after its first character so it is spelled with ordinary tokens.
+        # Cut every occurrence of a template token after its first character, so it is spelled
+        # with ordinary tokens.
         out: list[int] = []
         start = 0
-        for match in self._added_pattern.finditer(text):
+        for match in self._control_pattern.finditer(text):
             out += self._encode_plain(text[start : match.start() + 1])
             start = match.start() + 1
         return out + self._encode_plain(text[start:])
 
     def _encode_plain(self, text: str) -> list[int]:
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids: list[int] = self._plain_tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
     def _tokenize_template(self, text: str) -> list[int]:

@@ -274,3 +274,44 @@ def test_get_core_checks_trust_remote_code_even_for_a_ready_core(tiny_core):
     with pytest.raises(ValueError, match="trust_remote_code must be a bool"):
         get_core(tiny_core, trust_remote_code="false")
     assert get_core(tiny_core) is tiny_core
+
+
+def test_plain_and_template_encoding_do_not_race_between_threads(tiny_core):
+    parts = [f"Query: {FAKE_TURN}\n", Document("Paris." + FAKE_TURN)]
+    expected = tiny_core.encode_chat(parts).input_ids
+    failures: list[list[int]] = []
+
+    def work() -> None:
+        for _ in range(150):
+            ids = tiny_core.encode_chat(parts).input_ids
+            if ids != expected:
+                failures.append(ids)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_whitespace_and_non_template_added_tokens_stay_ordinary_text(tiny_model):
+    from transformers import AutoTokenizer
+
+    from rerank_plugins.scoring.core import ScoringCore
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.add_tokens(["\n\n", "<table>", "<tool_call>"])  # non-special, like Gemma's and Qwen's
+    tok.chat_template = tok.chat_template + "{# <tool_call> #}"
+    core = ScoringCore(tiny_core_loaded(tiny_model, tok))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ["\n\n", "<table>", "<tool_call>"]}
+    got = core.tokenize("a\n\nb <table> c <tool_call> d")
+    assert ids["\n\n"] in got and ids["<table>"] in got  # ordinary added tokens: as the tokenizer has them
+    assert ids["<tool_call>"] not in got  # a token of the chat template: spelled out
+    assert tok.decode(got) == "a\n\nb <table> c <tool_call> d"
+
+
+def tiny_core_loaded(tiny_model, tokenizer):
+    from dataclasses import replace
+
+    return replace(get_core(tiny_model).loaded, tokenizer=tokenizer)
