@@ -9,9 +9,10 @@ turns those into the ranked list.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,11 +20,32 @@ __all__ = [
     "BaseReranker",
     "Hit",
     "Reranker",
+    "detached_metadata",
     "hits_from_scores",
     "validate_documents",
     "validate_query",
     "validate_top_k",
 ]
+
+
+def detached_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``metadata`` whose edits (nested ones too) never reach the original.
+
+    Each value is deep-copied; a value that cannot be copied (a client, a lock) is kept by
+    reference, so a result can always be built.
+
+    Example:
+        >>> md = {"tags": ["a"]}
+        >>> out = detached_metadata(md); out["tags"].append("b"); md
+        {'tags': ['a']}
+    """
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            out[key] = copy.deepcopy(value)
+        except Exception:  # uncopyable objects (locks, sockets, C handles) stay shared
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)

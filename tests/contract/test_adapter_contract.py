@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -252,6 +253,22 @@ def test_returned_metadata_is_a_deep_copy(case: Case) -> None:
                 nested["source"]["page"] = -1
                 case.face.metadata(o)["new"] = 1
         assert case.face.dump(items) == before, flags
+
+
+def test_uncopyable_metadata_values_are_shared_not_fatal(case: Case) -> None:
+    """A client or lock in metadata cannot be deep-copied: it is kept by reference, the rest is detached."""
+    lock = threading.Lock()
+    adapter = case.build()
+    items = case.face.make(TEXTS, RETRIEVAL_SCORES)
+    for item in items:
+        case.face.hidden_metadata(item, "client", lock)
+        case.face.hidden_metadata(item, "tags", ["x"])
+    for out in (case.face.run(adapter, items, "which?"), list(asyncio.run(case.face.arun(adapter, items, "which?")))):
+        assert len(out) == len(items)
+        for o in out:
+            assert case.face.metadata(o)["client"] is lock
+            case.face.metadata(o)["tags"].append("edited")
+    assert all(case.face.metadata(i)["tags"] == ["x"] for i in items)
 
 
 def test_empty_input(case: Case) -> None:

@@ -18,7 +18,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rerank_plugins import registry
-from rerank_plugins.types import Hit, Reranker
+from rerank_plugins.types import Hit, Reranker, detached_metadata
 
 __all__ = [
     "COMPRESSORS",
@@ -84,8 +84,9 @@ class _RerankBase(BaseDocumentCompressor):
     def _map_back(documents: Sequence[Document], hits: list[Hit]) -> list[Document]:
         out = []
         for h in hits:
-            # A deep copy: editing a returned document's (nested) metadata never reaches the input.
-            doc = documents[h.index].model_copy(deep=True)
+            # Editing a returned document's (nested) metadata never reaches the input.
+            src = documents[h.index]
+            doc = src.model_copy(update={"metadata": detached_metadata(src.metadata)})
             doc.metadata[RELEVANCE_SCORE_KEY] = h.score
             out.append(doc)
         return out

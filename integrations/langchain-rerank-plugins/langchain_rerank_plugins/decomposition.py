@@ -39,7 +39,7 @@ from rerank_plugins.decomposition import (
     query_list,
     rerank_pool,
 )
-from rerank_plugins.types import Reranker
+from rerank_plugins.types import Reranker, detached_metadata
 
 __all__ = ["DecompositionRetriever", "decomposer_from_llm"]
 
@@ -172,8 +172,8 @@ class DecompositionRetriever(BaseRetriever):
         return [(document_key(d), _score(d), d.page_content, d) for d in docs]
 
     def _to_document(self, doc: PooledDocument) -> Document:
-        # A deep copy: the base retriever's documents stay untouched.
-        copy: Document = doc.payload.model_copy(deep=True)
+        # The base retriever's documents stay untouched.
+        copy: Document = doc.payload.model_copy(update={"metadata": detached_metadata(doc.payload.metadata)})
         copy.metadata.update({FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score})
         if doc.rerank_score is not None:
             copy.metadata[RELEVANCE_SCORE_KEY] = doc.rerank_score

@@ -20,7 +20,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rerank_plugins import registry
-from rerank_plugins.types import Hit, Reranker
+from rerank_plugins.types import Hit, Reranker, detached_metadata
 
 __all__ = [
     "POSTPROCESSORS",
@@ -110,9 +110,9 @@ class _RerankBase(BaseNodePostprocessor):
         out = []
         for hit in hits:
             old = nodes[hit.index]
-            # A deep copy: editing a returned node's (nested) metadata never reaches the caller's
-            # nodes, which often belong to a docstore.
-            node = old.node.model_copy(deep=True)
+            # Editing a returned node's (nested) metadata never reaches the caller's nodes, which
+            # often belong to a docstore.
+            node = old.node.model_copy(update={"metadata": detached_metadata(old.node.metadata)})
             if self.keep_retrieval_score:
                 # the key stays out of the LLM and embedding text
                 node.metadata[RETRIEVAL_SCORE_KEY] = old.score

@@ -38,7 +38,7 @@ from rerank_plugins.decomposition import (
     query_list,
     rerank_pool,
 )
-from rerank_plugins.types import Reranker
+from rerank_plugins.types import Reranker, detached_metadata
 
 __all__ = ["DecompositionRetriever", "decomposer_from_llm"]
 
@@ -202,8 +202,9 @@ class DecompositionRetriever(BaseRetriever):
 
     @staticmethod
     def _to_node(doc: PooledDocument) -> NodeWithScore:
-        # A deep copy: the base retriever's nodes (often a docstore's own) stay untouched.
-        node = doc.payload.node.model_copy(deep=True)
+        # The base retriever's nodes (often a docstore's own) stay untouched.
+        src = doc.payload.node
+        node = src.model_copy(update={"metadata": detached_metadata(src.metadata)})
         node.metadata.update({FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score})
         node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys)
         node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys)
