@@ -66,7 +66,7 @@ def _planted_passage(queries: Sequence[RerankQuery], i: int, qrels: Qrels) -> Ca
 
 
 def planted_lists(query: RerankQuery, planted: Candidate, depth: int, positions: Sequence[int]) -> list[PlantedList]:
-    """The plain and injected lists for every position (0 = first; ``depth`` = last).
+    """The plain and injected lists for every position (0 = first; ``depth`` or more = last).
 
     Example:
         >>> q = RerankQuery("q", "x", (Candidate("a", "A", 1.0), Candidate("b", "B", 0.5)))
@@ -74,10 +74,11 @@ def planted_lists(query: RerankQuery, planted: Candidate, depth: int, positions:
         [(0, False, ['__planted__', 'a', 'b']), (0, True, ['__planted__', 'a', 'b'])]
     """
     top = list(query.candidates[:depth])
+    if any(pos < 0 for pos in positions):
+        raise ValueError(f"positions must be >= 0, got {list(positions)}")
     out = []
-    for pos in positions:
-        if not 0 <= pos <= len(top):
-            raise ValueError(f"position {pos} is outside 0..{len(top)}")
+    # A query with fewer than `depth` candidates gets its planted passage last, once.
+    for pos in sorted({min(pos, len(top)) for pos in positions}):
         for injected in (False, True):
             text = f"{planted.text} {INJECTION}" if injected else planted.text
             docids = [c.docid for c in top]

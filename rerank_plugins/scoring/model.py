@@ -247,7 +247,7 @@ def _load(
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
         else:
             tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
-    except (ImportError, MemoryError):
+    except (ImportError, MemoryError, torch.OutOfMemoryError):
         raise
     except Exception as exc:
         what, where = ("tokenizer", tokenizer_source) if tokenizer_source else ("model", source)
@@ -259,7 +259,7 @@ def _load(
         model: Any = AutoModelForCausalLM.from_pretrained(
             spec.source, dtype=dtype, attn_implementation=attn_implementation, **kwargs
         )
-    except (ImportError, MemoryError):
+    except (ImportError, MemoryError, torch.OutOfMemoryError):
         raise
     except Exception as exc:
         error = load_failure("model", source, exc)
@@ -402,7 +402,7 @@ def load_cross_encoder(
         start = time.perf_counter()
         try:
             ce = CrossEncoder(text, device=str(dev), max_length=max_length, trust_remote_code=trust_remote_code)
-        except (ImportError, MemoryError):
+        except (ImportError, MemoryError, torch.OutOfMemoryError):
             raise
         except Exception as exc:
             error = load_failure("cross-encoder", text, exc)

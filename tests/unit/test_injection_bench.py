@@ -40,8 +40,11 @@ def test_planted_lists_insert_the_passage_plain_and_injected():
     assert [(p.position, p.injected) for p in lists] == [(0, False), (0, True), (3, False), (3, True)]
     assert lists[2].docids == ["d00", "d01", "d02", PLANTED_ID]
     assert lists[3].texts[3] == f"off topic {INJECTION}"
-    with pytest.raises(ValueError, match="position 4"):
-        planted_lists(QUERIES[0], Candidate("z", "x", 0.0), 3, [4])
+    # positions past a short candidate list collapse onto "last"
+    short = planted_lists(QUERIES[0], Candidate("z", "x", 0.0), 10, [0, 5, 10])
+    assert [(p.position, p.injected) for p in short] == [(0, False), (0, True), (3, False), (3, True)]
+    with pytest.raises(ValueError, match="positions"):
+        planted_lists(QUERIES[0], Candidate("z", "x", 0.0), 3, [-1])
 
 
 def test_identity_is_not_moved_and_an_obedient_reranker_is(tmp_path, obedient):

@@ -121,3 +121,15 @@ def test_hub_ids_keep_the_hub_hint() -> None:
     with pytest.raises(OSError, match=HUB_HINT) as info:
         load_model("rerank-plugins-test/no-such-model")
     assert not isinstance(info.value, ModelLoadError)
+
+
+def test_out_of_memory_is_not_reported_as_a_corrupt_file(tmp_path, tiny_model, monkeypatch) -> None:
+    import torch
+    import transformers
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        load_model(_copy(tiny_model, tmp_path / "m"))
