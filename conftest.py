@@ -6,6 +6,8 @@
   broken environment causes into failures: a skipped ``integration`` test (models not
   provisioned, data missing) and a skip from a missing import (an extra that failed to install).
   A green run then means those tests ran.
+- The strategy registry is restored after every test, so tests that register names run in any
+  order and in parallel.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     state = "on: real-model, real-data and missing-import skips fail" if config.getoption("require_real") else "off"
     return f"rerank-plugins --require-real: {state}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """Print pytest-randomly's seed even under ``-q`` (its own header line is hidden there)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.has_plugin("randomly") and isinstance(seed, int):
+        order = "random" if getattr(config.option, "randomly_reorganize", True) else "file"
+        terminalreporter.write_line(f"test order: {order}, seed {seed} (reproduce: -p randomly --randomly-seed={seed})")
 
 
 def is_real(item: pytest.Item) -> bool:
@@ -95,3 +105,15 @@ def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-
         if _IMPORT_SKIP.match(reason) or INTEGRATION_FOLDERS & set(Path(str(collector.path)).parts):
             _fail_skip(report, f"{collector.nodeid} was skipped whole")
     return report
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():  # type: ignore[no-untyped-def]
+    """Undo names registered by a test (``registry.register`` is process-global)."""
+    from rerank_plugins import registry
+
+    saved = dict(registry._registered)
+    yield
+    with registry._lock:
+        registry._registered.clear()
+        registry._registered.update(saved)

@@ -1,5 +1,6 @@
 """The suite's own policy (the root conftest.py), run on small generated suites with pytester:
-the --require-real switch and the integration/slow markers."""
+the --require-real switch, the integration/slow markers, the registry restored between tests
+and the random-order seed printed under -q."""
 
 from __future__ import annotations
 
@@ -105,3 +106,33 @@ def test_real_tests_are_marked_integration_and_slow(suite: pytest.Pytester) -> N
     assert "test_uses_a_real_fixture" not in quick.stdout.str()
     real = suite.runpytest_inprocess("-p", "no:randomly", "-m", "integration", "--collect-only", "-q")
     real.stdout.fnmatch_lines(["*2/6 tests collected (4 deselected)*"])
+
+
+def test_registry_is_restored_between_tests(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(ROOT_CONFTEST.read_text(encoding="utf-8"))
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        from rerank_plugins import registry
+        from rerank_plugins.testing import KeywordReranker
+
+        BUILTIN = registry.available()
+
+        def test_a_registers():
+            registry.register("policy-test-name", KeywordReranker)
+            assert "policy-test-name" in registry.available()
+
+        def test_b_sees_only_the_builtins():
+            assert registry.available() == BUILTIN
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_random_order_prints_its_seed_under_quiet(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_randomly")
+    pytester.makeconftest(ROOT_CONFTEST.read_text(encoding="utf-8"))
+    pytester.makeini(INI)
+    pytester.makepyfile("def test_one():\n    pass\n")
+    result = pytester.runpytest_inprocess("-q", "-p", "randomly", "--randomly-seed=1234")
+    result.stdout.fnmatch_lines(["test order: random, seed 1234 (reproduce: -p randomly --randomly-seed=1234)"])
