@@ -28,6 +28,12 @@ def env_path(var: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def requires_faiss() -> None:
+    """Skip when faiss (the ``[faiss]`` extra) is missing; a failure under ``--require-real``."""
+    pytest.importorskip("faiss")
+
+
+@pytest.fixture(scope="session")
 def tiny_model() -> Path:
     from rerank_plugins.testing import tiny_model_dir
 
