@@ -229,8 +229,9 @@ def load_model(
     if not isinstance(trust_remote_code, bool):
         raise ValueError("trust_remote_code must be a bool")
     if gpu_memory_fraction is not None:
-        if not 0 < gpu_memory_fraction <= 1:
-            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
+        number = isinstance(gpu_memory_fraction, (int, float)) and not isinstance(gpu_memory_fraction, bool)
+        if not number or not 0 < gpu_memory_fraction <= 1:
+            raise ValueError(f"gpu_memory_fraction must be a number in (0, 1], got {gpu_memory_fraction!r}")
         if dev.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction, dev)
     tok_source = None
