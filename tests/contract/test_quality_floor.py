@@ -82,8 +82,9 @@ KNOWN_MISSES = {
     ("smollm2", "pointwise"): "3/6 answers first (gaps -0.71 +0.03 -0.70 +0.18 -0.45 +0.18): the yes/no "
     "log-odds of the 135M model barely separate answers from off-topic text",
     ("qwen", "listwise"): "3/6 answers first (gaps +1.07 +1.08 -2.15 -3.13 -2.08 +1.09)",
-    ("qwen", "pairwise"): "every score ties (gap 0.0 in 6/6): P(first passage) > 0.5 for all 20 ordered "
-    "pairs, so the ties rule never sees both orders agree; aggregation='soft' would keep the signal",
+    ("qwen", "pairwise"): "every score ties (gap 0.0 in 6/6): the two orders of each pair disagree (in the "
+    "first query P(first passage) is 0.64-0.84 for all 20 ordered pairs), so the ties rule scores every pair "
+    "0.5; aggregation='soft' would keep the signal",
 }
 
 
