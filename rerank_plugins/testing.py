@@ -148,16 +148,18 @@ def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: 
     import transformers
     from transformers import BertConfig, BertForSequenceClassification
 
-    out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-ce-{seed}"
+    words = sorted({w for line in _CORPUS for w in re.findall(r"\w+", line.lower())})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
+    vocab += [p for p in string.punctuation] + [w for w in words if w not in vocab]
+    # the key names the vocabulary, so a folder written with another one is never reused
+    key = hashlib.sha1(json.dumps(vocab).encode()).hexdigest()[:10]
+    out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-ce-{seed}-{key}"
     with _lock:
         if (out / ".complete").exists():
             return out
         out.mkdir(parents=True, exist_ok=True)
-        words = sorted({w for line in _CORPUS for w in re.findall(r"\w+", line.lower())})
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
-        vocab += [p for p in string.punctuation] + [w for w in words if w not in vocab]
         (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        tokenizer = transformers.BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)  # type: ignore[attr-defined]
+        tokenizer = transformers.BertTokenizerFast(vocab=str(out / "vocab.txt"), do_lower_case=True)  # type: ignore[attr-defined]
         tokenizer.save_pretrained(out)
         config = BertConfig(
             vocab_size=len(vocab),

@@ -293,8 +293,11 @@ class ScoringCore:
         rows = [list(map(int, p)) for p in prompts]
         if not rows:
             return torch.empty(0, 0)
-        if any(not r for r in rows) and prefix is None:
-            raise ValueError("prompts must not be empty token lists")
+        if any(not r for r in rows):
+            if prefix is None:
+                raise ValueError("prompts must not be empty token lists")
+            # an empty row has no last position of its own (batched, it would read padding)
+            raise ValueError("prompts: a prompt continuing a prefix must add at least one token")
         if token_ids and isinstance(token_ids[0], (list, tuple)):
             per_row = [list(map(int, t)) for t in token_ids]  # type: ignore[arg-type]
             if len(per_row) != len(rows) or len({len(t) for t in per_row}) != 1:
@@ -337,8 +340,13 @@ class ScoringCore:
             try:
                 out = self._logits_rows(rows, ids, prefix)
             except BaseException as exc:
-                for req in reqs:
-                    req.error, req.done = exc, True
+                if len(reqs) > 1 and isinstance(exc, Exception):
+                    # one request's rows may be the cause: serve each alone, so only it fails
+                    for req in reqs:
+                        self._serve([req])
+                else:
+                    for req in reqs:
+                        req.error, req.done = exc, True
                 continue
             start = 0
             for req in reqs:

@@ -328,8 +328,9 @@ def load_model(
         )
     check_bool("trust_remote_code", trust_remote_code)
     if gpu_memory_fraction is not None:
-        if not 0 < gpu_memory_fraction <= 1:
-            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
+        number = isinstance(gpu_memory_fraction, (int, float)) and not isinstance(gpu_memory_fraction, bool)
+        if not number or not 0 < gpu_memory_fraction <= 1:
+            raise ValueError(f"gpu_memory_fraction must be a number in (0, 1], got {gpu_memory_fraction!r}")
         if dev.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction, dev)
     tok_source = None

@@ -1,8 +1,10 @@
 """Packaging: build the three wheels, install each framework package into a fresh venv that holds
 only its framework core, torch and the rerank-plugins core, import it there and run one rerank.
 
-Slow (a few hundred MB of dependencies): marked ``slow``; CI runs it once. pip's cache is
-reused. torch is installed first, from the pinned CPU build (``torch==2.13.0``), so the wheels'
+Slow (a few hundred MB of dependencies) and online: marked ``slow`` and ``index``, since pip
+installs torch, the frameworks and their dependencies from the package index (pip's cache is
+reused, but pip still asks the index); ``-m "not index"`` leaves it out offline. CI runs it once.
+torch is installed first, from the pinned CPU build (``torch==2.13.0``), so the wheels'
 ``torch`` requirement is already met and pip never pulls a CUDA build. torch and the core
 wheel go into one base venv, copied for each framework.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.index]
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {

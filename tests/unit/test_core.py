@@ -192,15 +192,36 @@ def test_model_spec_parsing(tmp_path):
     assert ModelSpec.parse(gguf) == ModelSpec(source=str(tmp_path.resolve()), gguf_file="m.gguf")
 
 
-def test_pointwise_score_is_yes_minus_no_logit(tiny_core):
-    from rerank_plugins.rerankers.pointwise import PointwiseReranker
+def test_pointwise_score_is_yes_minus_no_logit(tiny_core, monkeypatch):
+    from rerank_plugins.rerankers.pointwise import DEFAULT_INSTRUCTION, PointwiseReranker
 
     r = PointwiseReranker(tiny_core)
+    seen: list[list[int]] = []
+    real = tiny_core.next_token_logits
+
+    def spy(rows, wanted, prefix=None):
+        seen.extend([*(prefix or []), *row] for row in rows)
+        return real(rows, wanted, prefix=prefix)
+
+    monkeypatch.setattr(tiny_core, "next_token_logits", spy)
     docs = ["Paris is the capital of France.", "blue"]
     scores = r.score("capital of France", docs)
-    for doc, s in zip(docs, scores, strict=True):
-        logits = full_logits(tiny_core, r._prompt("capital of France", doc))
-        expected = torch.logsumexp(logits[r.yes_ids], 0) - torch.logsumexp(logits[r.no_ids], 0)
+    # the ids scored are the documented prompt in the tokenizer's own chat template, and the
+    # score is the pooled Yes-minus-No log-odds of a plain forward pass over them
+    tok = tiny_core.tokenizer
+    encodings = {w: tok.encode(w, add_special_tokens=False) for w in ("Yes", " Yes", "No", " No")}
+    yes = sorted({e[0] for w, e in encodings.items() if "Yes" in w and len(e) == 1})
+    no = sorted({e[0] for w, e in encodings.items() if "No" in w and len(e) == 1})
+    assert yes and no
+    for doc, ids, s in zip(docs, seen, scores, strict=True):
+        text = (
+            f"{DEFAULT_INSTRUCTION}\n\nQuery: capital of France\n\nDocument: {doc}"
+            "\n\nIs the document relevant to the query? Answer Yes or No."
+        )
+        chat = [{"role": "user", "content": text}]
+        assert tok.decode(ids) == tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        logits = full_logits(tiny_core, ids)
+        expected = torch.logsumexp(logits[yes], 0) - torch.logsumexp(logits[no], 0)
         assert s == pytest.approx(float(expected), abs=1e-4)
 
 

@@ -143,8 +143,9 @@ def test_run_measures_baselines_method_and_bare_forward(tmp_path: Path) -> None:
     assert rows["test-counting"]["metrics"]["RR@10"] == pytest.approx(1.0)
     # Bare forward: one pass per query over the query and both reranked passages.
     bare = methods[BARE_FORWARD]["records"]
-    ids, _, _ = bare_forward_prompt(CORE, "red apple", ["blue sky", "red apple pie"], 512)
-    assert bare["q1"]["prompt_tokens"] == len(ids) and bare["q1"]["forward_passes"] == 1
+    # WordCore counts one template token plus one per word: "Query: red apple / Passages:" (4),
+    # "[1] blue sky" (3), "[2] red apple pie" (4)
+    assert bare["q1"]["prompt_tokens"] == 1 + 4 + 3 + 4 and bare["q1"]["forward_passes"] == 1
     assert methods["test-counting"]["reference"] == BARE_FORWARD
     ratio = rows["test-counting"]["median_s"] / rows[BARE_FORWARD]["median_s"]
     assert rows["test-counting"]["x_bare"] == pytest.approx(ratio)

@@ -146,7 +146,17 @@ def test_rerank_counters(tiny_core, schedule):
     assert s["forward_passes"] == tiny_core.stats.snapshot()["forward_passes"] - before
     if schedule == "allpair":
         assert (s["comparisons"], s["cache_hits"], s["rounds"]) == (n * (n - 1), 0, 1)
-        assert sum(h.score for h in hits) == n * (n - 1) / 2
+        # which documents win: PRP's tie rule on plain-prompt probabilities, written out here
+        wins = [0.0] * n
+        for i in range(n):
+            for j in range(n):
+                if i != j:
+                    i_first = reference_prob(tiny_core, DOCS[i], DOCS[j]) > 0.5  # i as Passage A wins
+                    i_second = reference_prob(tiny_core, DOCS[j], DOCS[i]) < 0.5  # i as Passage B wins
+                    wins[i] += 1.0 if i_first and i_second else 0.0 if not (i_first or i_second) else 0.5
+        expected = sorted(range(n), key=lambda i: (-wins[i], i))
+        assert [(h.index, h.score) for h in hits] == [(i, wins[i]) for i in expected]
+        assert sum(wins) == n * (n - 1) / 2
     elif schedule == "sliding":
         assert s["requested"] == 2 * (3 * (n - 1) - 3) and s["rounds"] == 9
     else:

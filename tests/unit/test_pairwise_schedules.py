@@ -166,11 +166,12 @@ def test_heapsort_top10_of_100_within_ten_percent_of_allpair():
     worst = 0
     for seed in range(20):
         cmp = TotalOrder(shuffled(100, seed))
-        heapsort_topk(100, 10, cmp)
+        order, _ = heapsort_topk(100, 10, cmp)
+        assert order[:10] == cmp.best_first()[:10]
         worst = max(worst, 2 * cmp.pairs)
     assert worst <= 990
-    # the bound itself guarantees it: 2 * (2*99 + 2*9*6) = 612
-    assert 2 * (2 * 99 + 2 * 9 * 6) == 612
+    # and within the structural bound (see the next test): 2 * (2*99 + 2*9*6) = 612 prompts
+    assert worst <= 2 * (2 * 99 + 2 * 9 * 6)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,4 +1,6 @@
-"""Folder / JSONL loading, the one-call helper and the hashing embedder (no model weights)."""
+"""Folder / JSONL loading, the one-call helper and the hashing embedder (no model weights).
+
+Only the tests that build an index need faiss; the loaders and the embedder run without it."""
 
 from __future__ import annotations
 
@@ -6,8 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
-pytest.importorskip("faiss")
 
 from rerank_plugins.retrieval import (
     HashingEmbedder,
@@ -51,12 +51,14 @@ def test_load_folder_errors(tmp_path, notes):
     assert load_folder(notes, encoding="latin-1")[1].text == "café"
 
 
+@pytest.mark.usefixtures("requires_faiss")
 def test_index_folder_and_search(notes, tmp_path):
     index = index_folder(notes, embedder=HashingEmbedder(64))
     hit = index.search("red fox", k=1)[0]
     assert (hit.id, hit.metadata) == ("sub/b.md", {"path": "sub/b.md"})
 
 
+@pytest.mark.usefixtures("requires_faiss")
 def test_index_documents_accepts_strings_mappings_and_documents():
     index = index_documents(
         ["plain text one", {"id": "m", "text": "mapping text", "metadata": {"k": 1}}, TextDocument("t", "doc text")],
