@@ -336,3 +336,20 @@ def tiny_core_loaded(tiny_model, tokenizer):
     from dataclasses import replace
 
     return replace(get_core(tiny_model).loaded, tokenizer=tokenizer)
+
+
+def test_kv_cache_keyword_follows_the_forward_signature():
+    from types import SimpleNamespace
+
+    from rerank_plugins.scoring.model import kv_cache_kwargs, returned_cache
+
+    class Old:  # transformers before 5.24
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    class New:  # transformers 5.24 and later
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs): ...
+
+    assert kv_cache_kwargs(Old(), "c") == {"past_key_values": "c"}
+    assert kv_cache_kwargs(New(), "c") == {"cache": "c"}
+    assert returned_cache(SimpleNamespace(cache="new", past_key_values="old")) == "new"
+    assert returned_cache(SimpleNamespace(past_key_values="old")) == "old"
