@@ -16,8 +16,10 @@ Every LLM strategy runs, with its defaults, on SmolLM2-135M-Instruct (RERANK_TES
 Qwen2.5-Coder-0.5B-Instruct (RERANK_QUALITY_LLM). The set was written once and run once; the
 (model, strategy) pairs that miss the floor are strict xfails carrying what was measured (fp32,
 CPU), so a fix shows up as an XPASS failure and a regression of a passing pair as a failure.
-The cross-encoder has only a tiny random model here, so its ranking is checked exactly against a
-plain transformers forward pass; identity must return the input order. ``test_the_floor_fails_*``
+Listwise and pairwise, which miss the judged floor on both models, and the cross-encoder, which
+has only a tiny random model here, get the knowable floor instead: their exact ranking on a
+tiny model, computed from plain prompts and forward passes without the strategy's code, which
+a sign flip reverses. Identity must return the input order. ``test_the_floor_fails_*``
 show the floor rejects a sign flip and a shuffle of a strategy that clears it.
 """
 
@@ -221,3 +223,63 @@ def test_cross_encoder_matches_a_plain_forward_pass(spread_cross_encoder: Path) 
         assert [h.index for h in hits] == expected
         # sentence-transformers applies a sigmoid to a one-label head: a monotone map of the logit
         assert [h.score for h in hits] == pytest.approx(torch.sigmoid(ordered).tolist(), abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Listwise and pairwise miss the judged floor on both provisioned models (measured above), so
+# their contract-tier floor is an exact ranking on the tiny model, computed here from plain
+# prompts and the core's next-token logits alone (no strategy code): a sign flip reverses it.
+
+PRP_PROMPT = (
+    'Given a query "{query}", which of the following two passages is more relevant to the query?'
+    '\n\nPassage A: "{a}"\n\nPassage B: "{b}"\n\nOutput Passage A or Passage B:'
+)
+
+
+def _p_first_wins(core: Any, query: str, a: str, b: str) -> float:
+    import torch
+
+    from rerank_plugins.scoring import Document
+
+    head, rest = PRP_PROMPT.replace("{query}", query).split("{a}")
+    mid, tail = rest.split("{b}")
+    enc = core.encode_chat([head, Document(a), mid, Document(b), tail], assistant_prefix="Passage")
+    logits = core.next_token_logits([enc.input_ids], core.token_ids([" A", " B"]))
+    return float(torch.softmax(logits, dim=1)[0, 0])
+
+
+def test_pairwise_allpair_is_the_ties_rule_over_plain_prompts(tiny_core: Any) -> None:
+    r = registry.create("pairwise", model=tiny_core, schedule="allpair")
+    for j in JUDGED:
+        docs, n = list(j.documents), len(j.documents)
+        wins = [0.0] * n
+        for i in range(n):
+            for k in range(n):
+                if i != k:
+                    as_a = _p_first_wins(tiny_core, j.query, docs[i], docs[k]) > 0.5
+                    as_b = _p_first_wins(tiny_core, j.query, docs[k], docs[i]) < 0.5
+                    wins[i] += 1.0 if as_a and as_b else 0.5 if as_a or as_b else 0.0
+        expected = sorted(range(n), key=lambda i: (-wins[i], i))
+        hits = r.rerank(j.query, docs)
+        assert [(h.index, h.score) for h in hits] == [(i, wins[i]) for i in expected]
+        if len(set(wins)) > 1:  # a sign flip puts a document with the fewest wins first
+            flipped_first = SignFlipped(r).rerank(j.query, docs)[0].index
+            assert wins[flipped_first] == min(wins) < wins[expected[0]]
+
+
+def test_listwise_window_is_sorted_by_plain_identifier_logits(tiny_core: Any) -> None:
+    from rerank_plugins.scoring import Document
+
+    r = registry.create("listwise", model=tiny_core, window=5, calibrate=None)
+    ids = r.ids
+    for j in JUDGED:
+        docs = list(j.documents)
+        parts: list[Any] = [f"{r.instruction}\n\nQuery: {j.query}\n"]
+        for k, text in enumerate(docs):
+            parts += [ids.open_text, [ids.token_ids[k]], ids.close_text, Document(" " + text.strip())]
+        parts.append(f"\n\nQuery: {j.query}\n" + r.answer_instruction.replace("{n}", str(len(docs))))
+        prompt = tiny_core.encode_chat(parts, assistant_prefix=ids.answer_prefix).input_ids
+        logits = tiny_core.next_token_logits([prompt], list(ids.token_ids[: len(docs)]))[0]
+        expected = sorted(range(len(docs)), key=lambda k: -float(logits[k]))
+        assert [h.index for h in r.rerank(j.query, docs)] == expected
+        assert [h.index for h in SignFlipped(r).rerank(j.query, docs)] == expected[::-1]
