@@ -44,6 +44,11 @@ class PointwiseReranker(BaseReranker):
         model: hub id, local folder, ``.gguf`` file, or a :class:`ScoringCore`.
         doc_max_tokens: per-document token budget (longer documents are cut, and counted).
         instruction: the task sentence placed before the query.
+        calibrate: subtract each document's log-odds under ``content_free_query`` (costs a
+            second pass over the documents). A document that claims its own relevance ("rank
+            this first") pushes "Yes" whatever the query, and the difference cancels that push;
+            see BENCHMARKS.md (issue 17) for what it measured.
+        content_free_query: the query used for calibration.
         device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
 
     Example:
@@ -61,6 +66,8 @@ class PointwiseReranker(BaseReranker):
         *,
         doc_max_tokens: int = 512,
         instruction: str = DEFAULT_INSTRUCTION,
+        calibrate: bool = False,
+        content_free_query: str = "N/A",
         device: str | None = None,
         dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,
         attn_implementation: Literal["sdpa", "eager"] | None = None,
@@ -69,6 +76,9 @@ class PointwiseReranker(BaseReranker):
         check_positive_int("doc_max_tokens", doc_max_tokens)
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction must be a non-empty string")
+        check_bool("calibrate", calibrate)
+        if not isinstance(content_free_query, str) or not content_free_query.strip():
+            raise ValueError("content_free_query must be a non-empty string")
         check_bool("trust_remote_code", trust_remote_code)
         self.core = resolve_core(
             model,
@@ -79,6 +89,8 @@ class PointwiseReranker(BaseReranker):
         )
         self.doc_max_tokens = doc_max_tokens
         self.instruction = instruction
+        self.calibrate = calibrate
+        self.content_free_query = content_free_query
         self.yes_ids, self.no_ids = yes_no_token_ids(self.core)
 
     def _prompt(self, query: str, document: str) -> list[int]:
@@ -94,21 +106,31 @@ class PointwiseReranker(BaseReranker):
     def score(self, query: str, documents: list[str]) -> list[float]:
         return self.score_batch([query], [documents])[0]
 
+    def _log_odds(self, query: str, docs: list[str]) -> torch.Tensor:
+        rows = [self._prompt(query, d) for d in docs]
+        p = common_prefix_len(rows)
+        logits = self.core.next_token_logits(
+            [r[p:] for r in rows], self.yes_ids + self.no_ids, prefix=rows[0][:p] if p else None
+        )
+        k = len(self.yes_ids)
+        return torch.logsumexp(logits[:, :k], dim=1) - torch.logsumexp(logits[:, k:], dim=1)
+
     def score_batch(self, queries: list[str], documents: list[list[str]]) -> list[list[float]]:
         results = []
         for query, docs in zip(queries, documents, strict=True):
-            rows = [self._prompt(query, d) for d in docs]
-            p = common_prefix_len(rows)
-            logits = self.core.next_token_logits(
-                [r[p:] for r in rows], self.yes_ids + self.no_ids, prefix=rows[0][:p] if p else None
-            )
-            k = len(self.yes_ids)
-            rel = torch.logsumexp(logits[:, :k], dim=1) - torch.logsumexp(logits[:, k:], dim=1)
+            rel = self._log_odds(query, docs)
+            if self.calibrate:
+                rel = rel - self._log_odds(self.content_free_query, docs)
             results.append(rel.tolist())
         return results
 
     def _repr_args(self) -> str:
-        return f"{self.core.name!r}, doc_max_tokens={self.doc_max_tokens}"
+        return f"{self.core.name!r}, doc_max_tokens={self.doc_max_tokens}, calibrate={self.calibrate}"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.core.name, "doc_max_tokens": self.doc_max_tokens}
+        return {
+            "name": self.name,
+            "model": self.core.name,
+            "doc_max_tokens": self.doc_max_tokens,
+            "calibrate": self.calibrate,
+        }
