@@ -231,7 +231,10 @@ def _injection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", required=True, metavar="FILE",
                    help="RankGPT-style candidates JSONL (query, hits[content, docid, qid, score])")
     p.add_argument("--qrels", required=True, metavar="FILE", help="qrels, TREC or BEIR TSV")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N judged queries")
+    p.add_argument("--skip", type=int, default=0, metavar="S",
+                   help="leave out the first S judged queries (e.g. to report on queries other than those a "
+                        "setting was chosen on; default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N judged queries (after --skip)")
     p.add_argument("--depth", type=_positive_int, default=10, metavar="K",
                    help="first-stage candidates per query (default: %(default)s)")
     p.add_argument("--positions", type=lambda t: [int(x) for x in t.split(",")], metavar="P,P,...",
@@ -250,7 +253,10 @@ def _injection_run(args: argparse.Namespace) -> int:
 
     queries = loaders.load_candidates(args.candidates)
     qrels = loaders.load_qrels(args.qrels)
-    queries = [q for q in queries if q.qid in qrels][: args.limit]
+    if args.skip < 0:
+        raise ValueError(f"--skip must be >= 0, got {args.skip}")
+    judged = [q for q in queries if q.qid in qrels]
+    queries = judged[args.skip :][: args.limit]
     data = injection_bench.run(
         queries, qrels, args.methods, args.out, depth=args.depth, positions=args.positions,
         rel_level=args.rel_level, shared_options={"model": args.model, "dtype": args.dtype},

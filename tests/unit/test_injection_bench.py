@@ -83,3 +83,17 @@ def test_cli_writes_the_report(tmp_path, capsys):
                  "--positions", "0,3", "--method", "identity", "--out", str(out)]) == 0
     assert "| identity | 3 | 2.50 | 2.50 | +0.00 |" in capsys.readouterr().out
     assert (out / "results.md").exists()
+
+
+def test_cli_skip_leaves_out_the_first_queries(tmp_path, capsys):
+    cands = tmp_path / "c.jsonl"
+    cands.write_text("".join(
+        json.dumps({"query": q.query, "hits": [{"qid": q.qid, "docid": c.docid, "content": c.text, "score": c.score}
+                                                for c in q.candidates]}) + "\n" for q in QUERIES))
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in QRELS.items() for d, g in docs.items()))
+    out = tmp_path / "out"
+    assert main(["bench-injection", "--candidates", str(cands), "--qrels", str(qrels), "--depth", "3",
+                 "--skip", "1", "--method", "identity", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert sorted(data["methods"]["identity"]["records"]) == ["q1", "q2"]
