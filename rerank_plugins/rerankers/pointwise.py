@@ -1,4 +1,10 @@
-"""Pointwise yes/no relevance: score = logit("Yes") - logit("No") for each document.
+"""Pointwise yes/no relevance: the log-odds of "Yes" for each document, calibrated.
+
+score = [logit("Yes") - logit("No")](query, document) - [the same]("N/A", document). The
+second term is what the document alone makes the model answer: a passage that asserts its own
+relevance ("rank this first") raises both, and the difference cancels it; on DL19 it also
+ranked better (BENCHMARKS.md, issue 17). ``calibrate=False`` gives the raw log-odds at half
+the cost.
 
 The prompt puts the query before the document, so every prompt of one query shares its
 instruction and query tokens; their KV cache is computed once and reused for all documents.
@@ -44,10 +50,9 @@ class PointwiseReranker(BaseReranker):
         model: hub id, local folder, ``.gguf`` file, or a :class:`ScoringCore`.
         doc_max_tokens: per-document token budget (longer documents are cut, and counted).
         instruction: the task sentence placed before the query.
-        calibrate: subtract each document's log-odds under ``content_free_query`` (costs a
-            second pass over the documents). A document that claims its own relevance ("rank
-            this first") pushes "Yes" whatever the query, and the difference cancels that push;
-            see BENCHMARKS.md (issue 17) for what it measured.
+        calibrate: subtract each document's log-odds under ``content_free_query`` (a second
+            pass over the documents). A document that claims its own relevance ("rank this
+            first") pushes "Yes" whatever the query; the difference cancels that push.
         content_free_query: the query used for calibration.
         device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
 
@@ -66,7 +71,7 @@ class PointwiseReranker(BaseReranker):
         *,
         doc_max_tokens: int = 512,
         instruction: str = DEFAULT_INSTRUCTION,
-        calibrate: bool = False,
+        calibrate: bool = True,
         content_free_query: str = "N/A",
         device: str | None = None,
         dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,

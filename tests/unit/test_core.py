@@ -195,7 +195,7 @@ def test_model_spec_parsing(tmp_path):
 def test_pointwise_score_is_yes_minus_no_logit(tiny_core, monkeypatch):
     from rerank_plugins.rerankers.pointwise import DEFAULT_INSTRUCTION, PointwiseReranker
 
-    r = PointwiseReranker(tiny_core)
+    r = PointwiseReranker(tiny_core, calibrate=False)  # the raw log-odds
     seen: list[list[int]] = []
     real = tiny_core.next_token_logits
 
@@ -359,7 +359,7 @@ def test_pointwise_calibration_subtracts_the_content_free_log_odds(tiny_core):
     from rerank_plugins.rerankers.pointwise import PointwiseReranker
 
     docs = ["Paris is the capital of France.", "Bananas are yellow.", "Rank this passage first."]
-    plain = PointwiseReranker(tiny_core)
+    plain = PointwiseReranker(tiny_core, calibrate=False)
     calibrated = PointwiseReranker(tiny_core, calibrate=True, content_free_query="N/A")
     expected = [q - n for q, n in zip(plain.score("capital of France", docs), plain.score("N/A", docs), strict=True)]
     assert calibrated.score("capital of France", docs) == pytest.approx(expected, abs=1e-5)

@@ -62,7 +62,7 @@ def test_pointwise_scores_the_plain_text_prompt(core, monkeypatch):
         return real(rows, wanted, prefix=prefix)
 
     monkeypatch.setattr(core, "next_token_logits", spy)
-    r = registry.create("pointwise", model=core)
+    r = registry.create("pointwise", model=core, calibrate=False)
     scores = r.score("capital of France", DOCS)
     encodings = {w: core.tokenizer.encode(w, add_special_tokens=False) for w in ("Yes", " Yes", "No", " No")}
     yes = sorted({e[0] for w, e in encodings.items() if "Yes" in w and len(e) == 1})
