@@ -71,13 +71,19 @@ def test_results_resume_and_refuse_other_settings(tmp_path):
         run(QUERIES, QRELS, [MethodSpec("identity")], tmp_path, depth=2, dataset="toy")
 
 
-def test_cli_writes_the_report(tmp_path, capsys):
+def _write_files(tmp_path):
+    """QUERIES as a RankGPT-style candidates file and QRELS as a TREC qrels file."""
     cands = tmp_path / "c.jsonl"
     cands.write_text("".join(
         json.dumps({"query": q.query, "hits": [{"qid": q.qid, "docid": c.docid, "content": c.text, "score": c.score}
                                                 for c in q.candidates]}) + "\n" for q in QUERIES))
     qrels = tmp_path / "qrels.txt"
     qrels.write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in QRELS.items() for d, g in docs.items()))
+    return cands, qrels
+
+
+def test_cli_writes_the_report(tmp_path, capsys):
+    cands, qrels = _write_files(tmp_path)
     out = tmp_path / "out"
     assert main(["bench-injection", "--candidates", str(cands), "--qrels", str(qrels), "--depth", "3",
                  "--positions", "0,3", "--method", "identity", "--out", str(out)]) == 0
@@ -86,12 +92,7 @@ def test_cli_writes_the_report(tmp_path, capsys):
 
 
 def test_cli_skip_leaves_out_the_first_queries(tmp_path, capsys):
-    cands = tmp_path / "c.jsonl"
-    cands.write_text("".join(
-        json.dumps({"query": q.query, "hits": [{"qid": q.qid, "docid": c.docid, "content": c.text, "score": c.score}
-                                                for c in q.candidates]}) + "\n" for q in QUERIES))
-    qrels = tmp_path / "qrels.txt"
-    qrels.write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in QRELS.items() for d, g in docs.items()))
+    cands, qrels = _write_files(tmp_path)
     out = tmp_path / "out"
     assert main(["bench-injection", "--candidates", str(cands), "--qrels", str(qrels), "--depth", "3",
                  "--skip", "1", "--method", "identity", "--out", str(out)]) == 0
