@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -96,20 +97,11 @@ class SentenceTransformerEmbedder:
         self._name = name
         path = os.path.expanduser(name)
         logger.info("loading sentence-transformers model %s (device=%s)", name, device or "auto")
-        try:
-            self.model = SentenceTransformer(path if os.path.isdir(path) else name, device=device)
-        except (ImportError, MemoryError):
-            raise
-        except Exception as exc:
-            if not os.path.exists(path):
-                raise
-            from rerank_plugins.scoring.model import load_failure
+        from rerank_plugins.scoring.model import loading
 
-            # A local folder that fails to load: name the broken file instead of a library error.
-            error = load_failure("embedder", path, exc)
-            if error is None:
-                raise
-            raise error from exc
+        # A local folder that fails to load names the broken file; a hub id's error stays as it is.
+        with loading("embedder", path) if os.path.exists(path) else contextlib.nullcontext():
+            self.model = SentenceTransformer(path if os.path.isdir(path) else name, device=device)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (self.model.get_sentence_embedding_dimension)
         dim = get_dim()
         if not dim:

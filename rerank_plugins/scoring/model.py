@@ -11,6 +11,7 @@ cause; the "hub unreachable" hint is given only for hub ids.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -18,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ __all__ = [
     "load_cross_encoder",
     "load_failure",
     "load_model",
+    "loading",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -126,6 +128,23 @@ def load_failure(what: str, source: str, exc: BaseException) -> OSError | None:
     if path.is_file():
         return ModelLoadError(f"could not load {what} from {path}: {cause} (the file may be truncated or corrupt)")
     return ModelLoadError(f"could not load {what} from {path}: {cause}")
+
+
+@contextlib.contextmanager
+def loading(what: str, source: str) -> Iterator[None]:
+    """Raise :func:`load_failure`'s error for a failure inside the block.
+
+    Missing packages and out-of-memory errors pass through unchanged: they are not a broken file.
+    """
+    try:
+        yield
+    except (ImportError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        error = load_failure(what, source, exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -242,30 +261,16 @@ def _load(
     start = time.perf_counter()
     # The file to name in errors: the .gguf file itself, else the folder or hub id.
     source = str(Path(spec.source) / spec.gguf_file) if spec.gguf_file else spec.source
-    try:
-        if tokenizer_source is not None:
+    if tokenizer_source is not None:
+        with loading("tokenizer", tokenizer_source):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
-        else:
+    else:
+        with loading("model", source):
             tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
-    except (ImportError, MemoryError, torch.OutOfMemoryError):
-        raise
-    except Exception as exc:
-        what, where = ("tokenizer", tokenizer_source) if tokenizer_source else ("model", source)
-        error = load_failure(what, where, exc)
-        if error is None:
-            raise
-        raise error from exc
-    try:
+    with loading("model", source):
         model: Any = AutoModelForCausalLM.from_pretrained(
             spec.source, dtype=dtype, attn_implementation=attn_implementation, **kwargs
         )
-    except (ImportError, MemoryError, torch.OutOfMemoryError):
-        raise
-    except Exception as exc:
-        error = load_failure("model", source, exc)
-        if error is None:
-            raise
-        raise error from exc
     if spec.gguf_file:
         # GGUF weights are dequantised on load; drop the quantiser so the model is a plain module.
         model.hf_quantizer = None
@@ -401,15 +406,8 @@ def load_cross_encoder(
     def load() -> Any:
         global _loads
         start = time.perf_counter()
-        try:
+        with loading("cross-encoder", text):
             ce = CrossEncoder(text, device=str(dev), max_length=max_length, trust_remote_code=trust_remote_code)
-        except (ImportError, MemoryError, torch.OutOfMemoryError):
-            raise
-        except Exception as exc:
-            error = load_failure("cross-encoder", text, exc)
-            if error is None:
-                raise
-            raise error from exc
         # Query and document text is data: "[SEP]" inside it must not become the separator token.
         ce.tokenizer.split_special_tokens = True
         _loads += 1
