@@ -13,11 +13,12 @@ import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "BaseReranker",
+    "Call",
     "Hit",
     "Reranker",
     "detached_metadata",
@@ -128,12 +129,34 @@ def hits_from_scores(scores: Sequence[float], top_k: int | None = None) -> list[
     return [Hit(index=i, score=clean[i]) for i in order]
 
 
+@dataclass
+class Call:
+    """One rerank call as a strategy sees it: the caller's ``top_k`` and the call's counters.
+
+    Statistics travel with the call, never on the reranker, so concurrent calls (``arerank``
+    runs in threads) cannot mix their counters.
+
+    Example:
+        >>> call = Call(top_k=3)
+        >>> call.count("windows"); call.count("rows", 4); call.stats
+        {'windows': 1.0, 'rows': 4.0}
+    """
+
+    top_k: int | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def count(self, name: str, n: float = 1) -> None:
+        """Add ``n`` to the counter ``name``."""
+        self.stats[name] = self.stats.get(name, 0.0) + float(n)
+
+
 class BaseReranker(ABC):
     """Narrow base for strategies: implement :meth:`score`, get the whole contract.
 
     ``score(query, documents)`` returns one float per document (higher is better). The base
     validates arguments, handles the empty list, sorts and cuts to ``top_k``. Strategies that
-    can batch several queries override :meth:`score_batch`.
+    batch several queries, read the caller's ``top_k`` or count work override
+    :meth:`_score_call`, the one path behind ``rerank``, ``arerank`` and ``rerank_batch``.
     """
 
     #: registry name of the strategy, e.g. ``"pointwise"``
@@ -150,39 +173,65 @@ class BaseReranker(ABC):
         """Scores for several (query, documents) requests; the default loops over them."""
         return [self.score(q, d) for q, d in zip(queries, documents, strict=True)]
 
+    def _score_call(self, queries: list[str], documents: list[list[str]], call: Call) -> list[list[float]]:
+        """Scores for validated, non-empty requests; the default is :meth:`score_batch`."""
+        return self.score_batch(queries, documents)
+
+    def rerank_with_stats(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> tuple[list[Hit], dict[str, float]]:
+        """:meth:`rerank`, plus the strategy's counters for this call (windows, rows, comparisons...).
+
+        Example:
+            >>> from rerank_plugins.testing import KeywordReranker
+            >>> KeywordReranker().rerank_with_stats("red", ["blue", "red"], top_k=1)
+            ([Hit(index=1, score=1.0)], {})
+        """
+        hits, stats = self._rerank_many([query], [documents], top_k, single=True)
+        return hits[0], stats
+
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None) -> list[Hit]:
         """Rank ``documents`` for ``query``, best first, cut to ``top_k``."""
-        query = validate_query(query)
-        docs = validate_documents(documents)
-        top_k = validate_top_k(top_k)
-        if not docs:
-            return []
-        return hits_from_scores(self._checked_scores(self.score(query, docs), len(docs)), top_k)
+        return self.rerank_with_stats(query, documents, top_k)[0]
 
     def rerank_batch(
         self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: int | None = None
     ) -> list[list[Hit]]:
         """Rerank several requests at once (strategies may batch their forward passes)."""
-        if isinstance(queries, str) or not isinstance(queries, Sequence):
-            raise ValueError("queries must be a sequence of str")
-        if not isinstance(documents, Sequence) or len(documents) != len(queries):
-            raise ValueError("documents must be a sequence with one list of documents per query")
+        return self._rerank_many(queries, documents, top_k)[0]
+
+    def _rerank_many(
+        self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: object, single: bool = False
+    ) -> tuple[list[list[Hit]], dict[str, float]]:
+        if not single:
+            if isinstance(queries, str) or not isinstance(queries, Sequence):
+                raise ValueError("queries must be a sequence of str")
+            if not isinstance(documents, Sequence) or len(documents) != len(queries):
+                raise ValueError("documents must be a sequence with one list of documents per query")
         qs = [validate_query(q) for q in queries]
         ds = [validate_documents(d) for d in documents]
-        top_k = validate_top_k(top_k)
+        call = Call(top_k=validate_top_k(top_k))
         live = [i for i, d in enumerate(ds) if d]
         results: list[list[Hit]] = [[] for _ in qs]
         if live:
-            scored = self.score_batch([qs[i] for i in live], [ds[i] for i in live])
+            scored = self._score_call([qs[i] for i in live], [ds[i] for i in live], call)
+            if len(scored) != len(live):
+                raise RuntimeError(f"{type(self).__name__} scored {len(scored)} requests, expected {len(live)}")
             for i, scores in zip(live, scored, strict=True):
-                results[i] = hits_from_scores(self._checked_scores(scores, len(ds[i])), top_k)
-        return results
+                results[i] = hits_from_scores(self._checked_scores(scores, len(ds[i])), call.top_k)
+        return results, call.stats
 
     async def arerank(
         self, query: str, documents: Sequence[str], top_k: int | None = None
     ) -> list[Hit]:
         """Async :meth:`rerank`: runs in a worker thread; the core micro-batches concurrent calls."""
         return await asyncio.to_thread(self.rerank, query, documents, top_k)
+
+    async def arerank_with_stats(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> tuple[list[Hit], dict[str, float]]:
+        """Async :meth:`rerank_with_stats`."""
+        return await asyncio.to_thread(self.rerank_with_stats, query, documents, top_k)
 
     def _checked_scores(self, scores: Sequence[float], n: int) -> list[float]:
         out = [float(s) for s in scores]

@@ -7,7 +7,7 @@ tokens put on its tokens, summed over a range of layers and all heads:
 
 1. The instruction and documents (the prefix) run once; the real query and a content-free
    query ("N/A") then each run on that prefix's KV cache, so calibration costs only the
-   query tokens (:func:`~rerank_plugins.scoring.attention.suffix_attention`).
+   query tokens (:meth:`~rerank_plugins.scoring.ScoringCore.suffix_attention`).
 2. Per document token: the attention averaged over the real query's tokens minus the same
    average for the content-free query (averages, so queries of different lengths compare).
 3. Calibrated token scores below ``mean - outlier_std * std`` (over all document tokens) are
@@ -26,25 +26,27 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 
-from rerank_plugins.rerankers._common import check_bool, check_positive_int, resolve_core
-from rerank_plugins.scoring import Document, ScoringCore
-from rerank_plugins.scoring.attention import check_supported, resolve_layers, span_sums, suffix_attention
-from rerank_plugins.types import BaseReranker
+from rerank_plugins.options import LLMOptions, PositiveInt
+from rerank_plugins.rerankers.base import ModelArg, ModelReranker
+from rerank_plugins.rerankers.windows import window_schedule
+from rerank_plugins.scoring import Document
+from rerank_plugins.scoring.attention import resolve_layers, span_sums
+from rerank_plugins.types import Call
 
 __all__ = [
     "PROMPTS",
+    "AttentionOptions",
     "AttentionReranker",
     "calibrated_token_scores",
     "document_scores",
     "outlier_keep_mask",
     "parse_layers",
-    "window_schedule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,28 +128,6 @@ def document_scores(
     return [float(x) for x in span_sums(scores[None].float(), spans)[0]]
 
 
-def window_schedule(n: int, size: int, stride: int) -> list[tuple[int, int]]:
-    """Sliding windows ``(start, end)`` over ranks ``0..n``, from the bottom of the list up.
-
-    Example:
-        >>> window_schedule(7, 4, 2)
-        [(3, 7), (1, 5), (0, 4)]
-    """
-    if size < 1 or not 1 <= stride <= size:
-        raise ValueError(f"need size >= 1 and 1 <= stride <= size, got size={size}, stride={stride}")
-    if n <= size:
-        return [(0, n)]
-    out = []
-    end = n
-    while True:
-        start = max(0, end - size)
-        if start == 0:  # the top window is always a full one
-            out.append((0, size))
-            return out
-        out.append((start, end))
-        end -= stride
-
-
 def parse_layers(layers: str | Sequence[int] | None) -> str | list[int] | None:
     """Validate a layer choice: ``None`` (all), a slice string like ``"8:16"`` / ``"-6:"``, or ints.
 
@@ -189,32 +169,75 @@ def _layer_indices(n_layers: int, layers: str | list[int] | None) -> list[int]:
 # ---------------------------------------------------------------------------- the reranker
 
 
-class AttentionReranker(BaseReranker):
+class AttentionOptions(LLMOptions):
+    """Options of :class:`AttentionReranker`."""
+
+    prompt: Literal["retrieval", "qa"] = Field(
+        default="retrieval",
+        description='"retrieval" (find what is relevant to the query) or "qa" (answer the question from the '
+        "paragraphs).",
+    )
+    layers: str | list[int] | None = Field(
+        default=None,
+        description='Decoder layers summed: None (all), a slice string ("0:12", "-8:") or a list of indices; '
+        "layers after the last one chosen are not run.",
+    )
+    order: Literal["retrieval", "reversed"] = Field(
+        default="retrieval",
+        description='"retrieval" keeps the input order in the prompt; "reversed" puts the first input document '
+        "last, nearest the query.",
+    )
+    calibrate: bool = Field(
+        default=True, description="Subtract the content-free query's attention (the paper's calibration)."
+    )
+    outlier_std: float | None = Field(
+        default=2.0, ge=0, description="Drop document tokens scoring below mean - outlier_std * std; None keeps all."
+    )
+    content_free_query: str = Field(default="N/A", description="The calibration query.")
+    window: PositiveInt | None = Field(
+        default=None,
+        description="Documents per prompt; None puts all in one prompt when they fit the context, else the most "
+        "that fit. Windows slide from the bottom of the list up.",
+    )
+    stride: PositiveInt | None = Field(
+        default=None, description="Documents the window moves by (None: half the window)."
+    )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, value: Any) -> Any:
+        return parse_layers(value)
+
+    @field_validator("content_free_query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> AttentionOptions:
+        if self.window is not None and self.stride is not None and self.stride > self.window:
+            raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window})")
+        return self
+
+
+class AttentionReranker(ModelReranker):
     """Zero-shot reranking by calibrated query-to-document attention (ICR); no generation.
 
     Args:
-        model: hub id, local folder, ``.gguf`` file, or a :class:`ScoringCore` (Llama, Mistral,
-            Qwen2/2.5/3 or Gemma family; other architectures raise ``ValueError``).
-        prompt: ``"retrieval"`` (find what is relevant to the query) or ``"qa"`` (answer the
-            question from the paragraphs).
-        layers: decoder layers summed: ``None`` (all), a slice string (``"0:12"``, ``"-8:"``)
-            or a list of indices. Layers after the last one chosen are not run.
-        order: ``"retrieval"`` keeps the input order in the prompt; ``"reversed"`` puts the
-            first input document last, nearest the query.
-        doc_max_tokens: per-document token budget (longer documents are cut, and counted).
-        calibrate: subtract the content-free query's attention (the paper's calibration).
-        outlier_std: drop document tokens whose score is below ``mean - outlier_std * std``;
-            ``None`` keeps every token.
-        content_free_query: the calibration query.
-        window_size: documents per prompt; ``None`` puts all in one prompt when it fits the
-            context, else the most that fit. Windows slide from the bottom of the list up.
-        window_stride: documents the window moves by (``None``: half the window).
-        device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
+        model: hub id, local folder, ``.gguf`` file, or a scoring backend with the
+            ``"attention"`` primitive (the in-process core, for Llama, Mistral, Qwen2/2.5/3 or
+            Gemma models; other architectures and served models raise ``ValueError``).
+        **options: see :class:`AttentionOptions`: ``prompt``, ``layers``, ``order``,
+            ``doc_max_tokens``, ``calibrate``, ``outlier_std``, ``content_free_query``,
+            ``window``, ``stride``, and how the model is loaded.
 
     Scores are the calibrated attention sums (per query token, summed over heads and layers).
     With several windows, a document's score is its sum in the last window that scored it
     minus ``tier * (2 * heads * layers + 1)``, ``tier`` counting windows from the top of the
-    list, so the final order is the sliding-window order.
+    list, so the final order is the sliding-window order. ``rerank_with_stats`` returns the
+    call's ``windows``, ``dropped_tokens`` and ``prompt_tokens``.
 
     Example:
         >>> r = AttentionReranker("path/to/SmolLM2-135M-Instruct", order="reversed")  # doctest: +SKIP
@@ -223,77 +246,28 @@ class AttentionReranker(BaseReranker):
     """
 
     name = "attention"
+    options_class = AttentionOptions
+    options: AttentionOptions
+    needs = ("prompts", "attention")
+    repr_settings = ("prompt", "order", "calibrate")
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | ScoringCore,
-        *,
-        prompt: Literal["retrieval", "qa"] = "retrieval",
-        layers: str | Sequence[int] | None = None,
-        order: Literal["retrieval", "reversed"] = "retrieval",
-        doc_max_tokens: int = 256,
-        calibrate: bool = True,
-        outlier_std: float | None = 2.0,
-        content_free_query: str = "N/A",
-        window_size: int | None = None,
-        window_stride: int | None = None,
-        device: str | None = None,
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,
-        attn_implementation: Literal["sdpa", "eager"] | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        if prompt not in PROMPTS:
-            raise ValueError(f"prompt must be one of {sorted(PROMPTS)}, got {prompt!r}")
-        if order not in ("retrieval", "reversed"):
-            raise ValueError(f"order must be 'retrieval' or 'reversed', got {order!r}")
-        check_positive_int("doc_max_tokens", doc_max_tokens)
-        check_bool("calibrate", calibrate)
-        check_bool("trust_remote_code", trust_remote_code)
-        if outlier_std is not None and (isinstance(outlier_std, bool) or not isinstance(outlier_std, (int, float))
-                                        or outlier_std < 0):
-            raise ValueError(f"outlier_std must be a non-negative number or None, got {outlier_std!r}")
-        if not isinstance(content_free_query, str) or not content_free_query.strip():
-            raise ValueError("content_free_query must be a non-empty string")
-        for arg, value in (("window_size", window_size), ("window_stride", window_stride)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{arg} must be a positive int or None, got {value!r}")
-        if window_size is not None and window_stride is not None and window_stride > window_size:
-            raise ValueError(f"window_stride ({window_stride}) must not exceed window_size ({window_size})")
-        self.layers = parse_layers(layers)
-        self.core = resolve_core(
-            model,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        )
-        check_supported(self.core.model)
-        cfg = self.core.model.config
-        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        self._layer_ids = _layer_indices(int(text_cfg.num_hidden_layers), self.layers)
-        self._n_heads = int(text_cfg.num_attention_heads)
-        self.prompt = prompt
-        self.order = order
-        self.doc_max_tokens = doc_max_tokens
-        self.calibrate = calibrate
-        self.outlier_std = None if outlier_std is None else float(outlier_std)
-        self.content_free_query = content_free_query
-        self.window_size = window_size
-        self.window_stride = window_stride
-        self.last_stats: dict[str, float] = {}
+    def __init__(self, model: ModelArg, *, options: AttentionOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(model, options=options, **kwargs)
+        n_layers, self._n_heads = self.core.attention_layout()
+        self._layer_ids = _layer_indices(n_layers, self.options.layers)
 
     # ------------------------------------------------------------------ prompts
     def _encode(self, query_ids: list[int], docs: Sequence[str]) -> tuple[list[int], list[tuple[int, int]], int]:
         """Prompt ids, document spans (in ``docs`` order) and where the query starts."""
-        head, before_query = PROMPTS[self.prompt]
+        head, before_query = PROMPTS[self.options.prompt]
         positions = list(range(len(docs)))
-        if self.order == "reversed":
+        if self.options.order == "reversed":
             positions.reverse()
         parts: list[Any] = [head]
         for k, i in enumerate(positions, start=1):
             parts += [f"[{k}] ", Document(docs[i]), _DOC_SEP]
         parts += [before_query, query_ids]
-        enc = self.core.encode_chat(parts, doc_max_tokens=self.doc_max_tokens)
+        enc = self.core.encode_chat(parts, doc_max_tokens=self.options.doc_max_tokens)
         # Parts are tokenized separately, so the query starts right after these two texts.
         q_start = enc.spans[-1][1] + len(self.core.tokenize(_DOC_SEP)) + len(self.core.tokenize(before_query))
         if enc.input_ids[q_start : q_start + len(query_ids)] != query_ids:
@@ -305,47 +279,45 @@ class AttentionReranker(BaseReranker):
 
     def _fit_window(self, query_ids: list[int], docs: Sequence[str]) -> int:
         """The most documents per prompt that fit the context (at least one)."""
-        head, before_query = PROMPTS[self.prompt]
+        head, before_query = PROMPTS[self.options.prompt]
         fixed = len(self.core.encode_chat([head, before_query, query_ids]).input_ids)
-        fixed += max(0, len(self.core.tokenize(self.content_free_query)) - len(query_ids))
+        fixed += max(0, len(self.core.tokenize(self.options.content_free_query)) - len(query_ids))
         per_doc = max(
-            min(len(self.core.tokenize(d)), self.doc_max_tokens) for d in docs
+            min(len(self.core.tokenize(d)), self.options.doc_max_tokens) for d in docs
         ) + len(self.core.tokenize(f"[{len(docs)}] ")) + len(self.core.tokenize(_DOC_SEP))
         return max(1, (self.core.max_length - fixed) // per_doc)
 
     # ------------------------------------------------------------------ scoring
-    def _score_window(self, query_ids: list[int], cf_ids: list[int], docs: Sequence[str]) -> list[float]:
+    def _score_window(self, query_ids: list[int], cf_ids: list[int], docs: Sequence[str], call: Call) -> list[float]:
         ids, spans, q_start = self._encode(query_ids, docs)
         tail = ids[q_start + len(query_ids) :]
-        suffixes = [ids[q_start:]] + ([cf_ids + tail] if self.calibrate else [])
-        rows = suffix_attention(self.core, ids[:q_start], suffixes, layers=self._layer_ids)
+        calibrate = self.options.calibrate
+        suffixes = [ids[q_start:]] + ([cf_ids + tail] if calibrate else [])
+        rows = self.core.suffix_attention(ids[:q_start], suffixes, layers=self._layer_ids)
         real = rows[0][: len(query_ids), :q_start]
-        cf = rows[1][: len(cf_ids), :q_start] if self.calibrate else None
+        cf = rows[1][: len(cf_ids), :q_start] if calibrate else None
         tokens = calibrated_token_scores(real, cf)
-        keep = outlier_keep_mask(tokens, spans, self.outlier_std)
+        keep = outlier_keep_mask(tokens, spans, self.options.outlier_std)
         doc_tokens = sum(e - s for s, e in spans)
-        self._stats["dropped_tokens"] += float(doc_tokens - int(keep.sum()))
-        self._stats["prompt_tokens"] += float(q_start + sum(len(s) for s in suffixes))
-        self._stats["windows"] += 1.0
+        call.count("dropped_tokens", doc_tokens - int(keep.sum()))
+        call.count("prompt_tokens", q_start + sum(len(s) for s in suffixes))
+        call.count("windows")
         return document_scores(tokens, spans, keep)
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
-        self._stats = {"windows": 0.0, "dropped_tokens": 0.0, "prompt_tokens": 0.0}
+    def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
+        for key in ("windows", "dropped_tokens", "prompt_tokens"):
+            call.stats.setdefault(key, 0.0)
         query_ids = self.core.tokenize(query)
-        cf_ids = self.core.tokenize(self.content_free_query)
+        cf_ids = self.core.tokenize(self.options.content_free_query)
         n = len(documents)
-        size = self.window_size or n
-        if self.window_size is None:
-            size = min(n, self._fit_window(query_ids, documents))
+        size = self.options.window or min(n, self._fit_window(query_ids, documents))
         if size >= n:
-            scores = self._score_window(query_ids, cf_ids, documents)
-        else:
-            scores = self._sliding(query_ids, cf_ids, documents, size, self.window_stride or max(1, size // 2))
-        self.last_stats = dict(self._stats)
-        return scores
+            return self._score_window(query_ids, cf_ids, documents, call)
+        stride = self.options.stride or max(1, size // 2)
+        return self._sliding(query_ids, cf_ids, documents, size, stride, call)
 
     def _sliding(
-        self, query_ids: list[int], cf_ids: list[int], docs: Sequence[str], size: int, stride: int
+        self, query_ids: list[int], cf_ids: list[int], docs: Sequence[str], size: int, stride: int, call: Call
     ) -> list[float]:
         schedule = window_schedule(len(docs), size, min(stride, size))
         ranked = list(range(len(docs)))  # current ranking, best first
@@ -353,7 +325,7 @@ class AttentionReranker(BaseReranker):
         tier = [0] * len(docs)
         for w, (start, end) in enumerate(schedule):
             members = ranked[start:end]
-            scores = self._score_window(query_ids, cf_ids, [docs[i] for i in members])
+            scores = self._score_window(query_ids, cf_ids, [docs[i] for i in members], call)
             order = sorted(range(len(members)), key=lambda j: -scores[j])
             ranked[start:end] = [members[j] for j in order]
             for j, i in enumerate(members):
@@ -361,21 +333,3 @@ class AttentionReranker(BaseReranker):
                 tier[i] = len(schedule) - 1 - w
         bound = 2.0 * self._n_heads * len(self._layer_ids) + 1.0
         return [last_score[i] - tier[i] * bound for i in range(len(docs))]
-
-    def _repr_args(self) -> str:
-        return f"{self.core.name!r}, prompt={self.prompt!r}, order={self.order!r}, calibrate={self.calibrate}"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.core.name,
-            "prompt": self.prompt,
-            "layers": self.layers if isinstance(self.layers, str) or self.layers is None else list(self.layers),
-            "order": self.order,
-            "doc_max_tokens": self.doc_max_tokens,
-            "calibrate": self.calibrate,
-            "outlier_std": self.outlier_std,
-            "content_free_query": self.content_free_query,
-            "window_size": self.window_size,
-            "window_stride": self.window_stride,
-        }

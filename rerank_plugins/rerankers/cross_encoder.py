@@ -1,35 +1,48 @@
-"""Cross-encoder reranking with sentence-transformers' ``CrossEncoder``.
+"""Cross-encoder reranking: sentence-transformers' ``CrossEncoder`` behind the scoring protocol.
 
-``CrossEncoder.predict(pairs)`` is the primitive; this module only batches, validates and
-maps scores back. The model is loaded once per process through the shared core's cache. Lone
-surrogates in the query or a document are replaced by U+FFFD first
-(:func:`rerank_plugins.text.clean_text`): the tokenizer would raise ``TypeError`` on them.
+The backend's ``pair_scores`` is the primitive
+(:class:`~rerank_plugins.scoring.cross_encoder.CrossEncoderCore`); this module only holds the
+options and maps scores back.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import numpy as np
+from pydantic import Field
 
-from rerank_plugins.rerankers._common import check_bool, check_positive_int
-from rerank_plugins.scoring.model import load_cross_encoder
-from rerank_plugins.text import clean_text
-from rerank_plugins.types import BaseReranker
+from rerank_plugins.options import Options, PositiveInt
+from rerank_plugins.rerankers.base import ModelArg, ModelReranker, check_model_name
+from rerank_plugins.scoring.cross_encoder import get_cross_encoder_core
+from rerank_plugins.scoring.protocol import is_backend
+from rerank_plugins.types import Call
 
-__all__ = ["CrossEncoderReranker"]
+__all__ = ["CrossEncoderOptions", "CrossEncoderReranker"]
 
 
-class CrossEncoderReranker(BaseReranker):
+class CrossEncoderOptions(Options):
+    """Options of :class:`CrossEncoderReranker`."""
+
+    batch_size: PositiveInt = Field(default=32, description="Pairs per forward pass.")
+    max_length: int | None = Field(
+        default=512, ge=8, description="Token limit per pair (longer pairs are truncated by the tokenizer)."
+    )
+    device: str | None = Field(default=None, description='"cuda", "cpu"...; None picks CUDA when present.')
+    trust_remote_code: bool = Field(default=False, description="Run the model repository's own code.")
+
+    def settings(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "max_length": self.max_length}
+
+
+class CrossEncoderReranker(ModelReranker):
     """Scores (query, document) pairs with a sentence-transformers cross-encoder.
 
     Args:
         model: hub id or local folder of a cross-encoder (or any BERT-like folder; an
-            untrained classification head is created with a warning by sentence-transformers).
-        batch_size: pairs per forward pass.
-        max_length: token limit per pair (longer pairs are truncated by the tokenizer).
-        device: "auto"/None, "cpu", "cuda:0"...
+            untrained classification head is created with a warning by sentence-transformers),
+            or a backend with the ``"pair_scores"`` primitive.
+        **options: see :class:`CrossEncoderOptions` (``batch_size``, ``max_length``,
+            ``device``, ``trust_remote_code``).
 
     Example:
         >>> r = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L6-v2")  # doctest: +SKIP
@@ -39,41 +52,19 @@ class CrossEncoderReranker(BaseReranker):
 
     name = "cross-encoder"
     per_document = True
+    options_class = CrossEncoderOptions
+    options: CrossEncoderOptions
+    needs = ("pair_scores",)
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        batch_size: int = 32,
-        max_length: int | None = 512,
-        device: str | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("max_length", max_length, minimum=8, allow_none=True)
-        check_bool("trust_remote_code", trust_remote_code)
-        self.model_name = str(model)
-        self.batch_size = batch_size
-        self.encoder = load_cross_encoder(
-            model, device=device, max_length=max_length, trust_remote_code=trust_remote_code
+    def _backend(self, model: ModelArg) -> Any:
+        if is_backend(model):
+            return model
+        check_model_name(model)
+        o = self.options
+        return get_cross_encoder_core(
+            model, device=o.device, max_length=o.max_length, trust_remote_code=o.trust_remote_code
         )
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
-        query = clean_text(query)
-        scores = self.encoder.predict(
-            [(query, clean_text(d)) for d in documents],
-            batch_size=self.batch_size,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
-        arr = np.asarray(scores, dtype=np.float64)
-        if arr.ndim == 2:
-            # Multi-label heads: the last label is the "relevant" one by the common convention.
-            arr = arr[:, -1]
-        return arr.reshape(-1).tolist()
-
-    def _repr_args(self) -> str:
-        return repr(self.model_name)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model_name, "batch_size": self.batch_size}
+    def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
+        call.count("pairs", len(documents))
+        return self.core.pair_scores(query, documents, self.options.batch_size)

@@ -46,24 +46,28 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 
-from rerank_plugins.rerankers._common import check_bool, check_positive_int, resolve_core
-from rerank_plugins.scoring import Document, ScoringCore
-from rerank_plugins.types import BaseReranker
+from rerank_plugins.options import LLMOptions, PositiveInt
+from rerank_plugins.rerankers.base import ModelArg, ModelReranker
+from rerank_plugins.rerankers.windows import window_schedule
+from rerank_plugins.scoring import Document
+from rerank_plugins.scoring.protocol import Capability
+from rerank_plugins.types import Call
 
 __all__ = [
     "ANSWER_PREFIX",
     "FIRST_INSTRUCTION",
     "GENERATE_INSTRUCTION",
     "IdentifierScheme",
+    "ListwiseOptions",
     "ListwiseReranker",
     "ParseResult",
     "parse_ranking",
@@ -74,20 +78,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Mode = Literal["first", "generate"]
-Calibration = Literal["none", "window", "query"]
 IdStyle = Literal["auto", "space", "bracket"]
 
 ANSWER_PREFIX = "Ranking:"
 _LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 _CONTENT_FREE = "N/A"
-# No example ranking in the prompts: small models copy examples (measured in issue 4).
+# No example ranking in the prompts: small models copy it (BENCHMARKS.md, listwise prompts).
 #: closing instruction in first mode (the answer is read from the first token only)
 FIRST_INSTRUCTION = (
     "Rank the {n} passages above from most to least relevant to the query. "
     'Answer with the identifiers only, separated by " > ", most relevant first.'
 )
-#: closing instruction in generate mode: Qwen2.5-0.5B answered FIRST_INSTRUCTION with numbers
-#: or passage words instead of letters; this wording gets letters
+#: closing instruction in generate mode: it asks for letters in so many words, which small
+#: models otherwise answer with numbers or passage words
 GENERATE_INSTRUCTION = (
     "Now rank the {n} passages above, most relevant first. Reply with the {n} passage identifiers "
     '(letters) in ranked order, separated by " > ". Do not explain.'
@@ -95,41 +98,6 @@ GENERATE_INSTRUCTION = (
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def window_schedule(n: int, window: int, stride: int, passes: int = 1) -> list[tuple[int, int]]:
-    """Sliding windows ``(start, end)`` over ``n`` ranked items, back to front, as RankGPT does.
-
-    The first window covers the last ``window`` items; each next one moves ``stride`` towards
-    the top; the last one starts at 0. With ``n <= window`` one window covers everything
-    (repeating it would give the same result, so ``passes`` does not repeat it).
-
-    Example:
-        >>> window_schedule(100, 20, 10)[:3], len(window_schedule(100, 20, 10))
-        ([(80, 100), (70, 90), (60, 80)], 9)
-        >>> window_schedule(25, 20, 10)
-        [(5, 25), (0, 20)]
-    """
-    for name, value in (("n", n), ("window", window), ("stride", stride), ("passes", passes)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an int, got {value!r}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if window < 2:
-        raise ValueError(f"window must be >= 2, got {window}")
-    if not 1 <= stride <= window:
-        raise ValueError(f"stride must be in [1, window={window}], got {stride}")
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1, got {passes}")
-    if n == 0:
-        return []
-    if n <= window:
-        return [(0, n)]
-    starts = list(range(n - window, 0, -stride))
-    if not starts or starts[-1] != 0:
-        starts.append(0)
-    one = [(s, s + window) for s in starts]
-    return one * passes
 
 
 @dataclass(frozen=True)
@@ -364,47 +332,115 @@ class _QueryState:
     calibration: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def _is_core(obj: Any) -> bool:
-    return isinstance(obj, ScoringCore) or all(
-        hasattr(obj, a) for a in ("encode_chat", "next_token_logits", "generate", "tokenize", "stats")
+_DEFAULT_INSTRUCTION = (
+    "Rank the passages below by how relevant they are to the search query. "
+    "Each passage is labelled with a letter identifier."
+)
+_COUNTERS = ("windows", "rows", "calibration_rows", "top1_first_position", "full_ranking_fallback")
+_GENERATE_COUNTERS = ("parse_complete", "parse_repaired", "parse_partial", "parse_failed",
+                      "ids_out_of_range", "ids_duplicate", "ids_missing", "free_words")
+
+
+class ListwiseOptions(LLMOptions):
+    """Options of :class:`ListwiseReranker` (unset ones are resolved from ``mode`` and ``window``)."""
+
+    mode: Mode = Field(
+        default="first",
+        description='"first": identifier logits of the first answer token, one forward pass per window; '
+        '"generate": greedy RankGPT-style permutation, parsed and repaired.',
+    )
+    window: int = Field(default=20, ge=2, description="Passages per window (at most the single-token identifiers).")
+    stride: PositiveInt | None = Field(
+        default=None, description="How far each window moves towards the top (None: window // 2)."
+    )
+    passes: PositiveInt = Field(default=1, description="How many back-to-front sweeps.")
+    full_ranking: bool = Field(
+        default=False,
+        description="Rank all candidates in one window when they fit the identifiers and the context, "
+        "else fall back to sliding windows (counted as full_ranking_fallback).",
+    )
+    calibrate: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Subtract the content-free prior of each identifier position (first mode only); "
+        '"auto": on in first mode, off in generate mode. None/"none" mean off.',
+    )
+    calibration_query: Literal["content_free", "real"] = Field(
+        default="content_free",
+        description='The calibration prompt\'s query: "content_free" (cached per window size) or "real" '
+        "(one short extra row per query and window size).",
+    )
+    permutations: PositiveInt = Field(default=1, description="Orderings averaged per window (first mode only).")
+    seed: int = Field(default=0, description="Seed of the shuffled orderings.")
+    instruction: str | None = Field(default=None, description="The task sentence that opens the prompt.")
+    answer_instruction: str | None = Field(
+        default=None,
+        description="The closing request after the passages ({n} is the window size); by mode when None.",
+    )
+    id_style: IdStyle = Field(default="auto", description='"auto", "space" or "bracket" identifiers.')
+    max_new_tokens: PositiveInt | None = Field(
+        default=None, description="Generation budget in generate mode (None: 3 * window + 8)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        mode = data.get("mode", "first")
+        window = data.get("window", 20)
+        if data.get("stride") is None and isinstance(window, int) and not isinstance(window, bool):
+            data["stride"] = max(1, window // 2)
+        # The text forms are the ones a command line passes; None/False/"none" always mean off.
+        calibrate = data.get("calibrate", "auto")
+        if calibrate is None or calibrate is False or calibrate == "none":
+            data["calibrate"] = False
+        elif calibrate is True or calibrate == "window":
+            data["calibrate"] = True
+        elif calibrate == "query":
+            if data.get("calibration_query", "real") != "real":
+                raise ValueError('calibrate="query" means calibration_query="real"')
+            data["calibrate"], data["calibration_query"] = True, "real"
+        elif calibrate == "auto":
+            data["calibrate"] = mode == "first"
+        for key in ("instruction", "answer_instruction"):
+            text = data.get(key)
+            if text is not None and (not isinstance(text, str) or not text.strip()):
+                raise ValueError(f"{key} must be a non-empty string or None")
+        if data.get("instruction") is None:
+            data["instruction"] = _DEFAULT_INSTRUCTION
+        if data.get("answer_instruction") is None and mode in ("first", "generate"):
+            data["answer_instruction"] = FIRST_INSTRUCTION if mode == "first" else GENERATE_INSTRUCTION
+        return data
 
-class ListwiseReranker(BaseReranker):
+    @model_validator(mode="after")
+    def _consistent(self) -> ListwiseOptions:
+        if self.stride is not None and self.stride > self.window:
+            raise ValueError(f"stride must be in [1, window={self.window}], got {self.stride}")
+        if self.mode == "generate" and self.calibrate:
+            raise ValueError("calibrate applies to mode='first' only (generate mode has no logits to calibrate)")
+        if self.mode == "generate" and self.permutations != 1:
+            raise ValueError("permutations applies to mode='first' only")
+        return self
+
+
+class ListwiseReranker(ModelReranker):
     """Listwise LLM reranking: FIRST single-token logits (default) or generated permutations.
 
     Args:
-        model: hub id, local folder, ``.gguf`` file, a :class:`ScoringCore`, or any object with
-            the core's interface (test doubles).
-        mode: ``"first"`` (identifier logits of the first answer token, one forward pass per
-            window) or ``"generate"`` (greedy RankGPT-style permutation, parsed and repaired).
-        window: passages per window (<= the number of single-token identifiers, 52 for most
-            tokenizers).
-        stride: how far each window moves towards the top (1 <= stride <= window; default
-            ``window // 2``, RankGPT's 10 for a window of 20).
-        passes: how many back-to-front sweeps.
-        full_ranking: rank all candidates in one window when they fit the identifiers and the
-            context ("Sliding Windows Are Not the End", Liu et al., 2024); otherwise fall back to
-            sliding windows (logged and counted in ``last_stats["full_ranking_fallback"]``).
-        calibrate: ``"window"``, ``"query"`` or ``"none"`` (also ``None`` or ``False``); the
-            default ``"auto"`` is ``"window"`` in first mode and ``"none"`` in generate mode;
-            ``True`` is ``"window"``. Calibration applies to first mode only (see the module
-            docstring).
-        permutations: orderings averaged per window (first mode only); costs k rows per window.
-        seed: seed of the shuffled orderings.
-        doc_max_tokens: per-passage token budget (longer passages are cut and counted); lowered
-            automatically for a window that would not fit the context.
-        instruction: the task sentence that opens the prompt.
-        answer_instruction: the closing request after the passages (``{n}`` is replaced by the
-            window size); defaults to ``FIRST_INSTRUCTION`` or ``GENERATE_INSTRUCTION`` by mode.
-        id_style: ``"auto"``, ``"space"`` or ``"bracket"`` (see :func:`resolve_identifiers`).
-        max_new_tokens: generation budget in generate mode (default ``3 * window + 8``).
-        device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
+        model: hub id, local folder, ``.gguf`` file, or a scoring backend (a ScoringCore, a
+            served model, a test double).
+        **options: see :class:`ListwiseOptions`: ``mode``, ``window``, ``stride``, ``passes``,
+            ``full_ranking``, ``calibrate``, ``calibration_query``, ``permutations``, ``seed``,
+            ``doc_max_tokens`` (lowered automatically for a window that would not fit the
+            context), ``instruction``, ``answer_instruction``, ``id_style``, ``max_new_tokens``,
+            and how the model is loaded.
 
-    After each call ``last_stats`` holds counters: windows, rows (prompts scored),
+    ``rerank_with_stats`` returns the call's counters: windows, rows (prompts scored),
     calibration_rows, top1_first_position (windows whose raw top identifier was the first
-    passage shown), and in generate mode parse_complete / parse_repaired / parse_partial /
-    parse_failed, ids_out_of_range, ids_duplicate, ids_missing, free_words.
+    passage shown), full_ranking_fallback, and in generate mode parse_complete /
+    parse_repaired / parse_partial / parse_failed, ids_out_of_range, ids_duplicate,
+    ids_missing, free_words.
 
     Example:
         >>> r = ListwiseReranker("path/to/Qwen2.5-0.5B-Instruct", window=20, stride=10)  # doctest: +SKIP
@@ -413,111 +449,42 @@ class ListwiseReranker(BaseReranker):
     """
 
     name = "listwise"
+    options_class = ListwiseOptions
+    options: ListwiseOptions
+    repr_settings = ("mode", "window", "stride")
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | ScoringCore | Any,
-        *,
-        mode: Mode = "first",
-        window: int = 20,
-        stride: int | None = None,
-        passes: int = 1,
-        full_ranking: bool = False,
-        calibrate: Calibration | Literal["auto"] | bool | None = "auto",
-        permutations: int = 1,
-        seed: int = 0,
-        doc_max_tokens: int = 256,
-        instruction: str | None = None,
-        answer_instruction: str | None = None,
-        id_style: IdStyle = "auto",
-        max_new_tokens: int | None = None,
-        device: str | None = None,
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,
-        attn_implementation: Literal["sdpa", "eager"] | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        if mode not in ("first", "generate"):
-            raise ValueError(f"mode must be 'first' or 'generate', got {mode!r}")
-        if stride is None:
-            stride = max(1, window // 2) if isinstance(window, int) else 1
-        window_schedule(0, window, stride, passes)  # validates window, stride, passes
-        check_bool("full_ranking", full_ranking)
-        # None / False mean "no calibration", never "the default": the bench CLI turns the text
-        # "none" into None, and `calibrate=none` once silently ran the default (window) row.
-        if calibrate is None or calibrate is False:
-            calibrate = "none"
-        elif calibrate is True:
-            calibrate = "window"
-        elif calibrate == "auto":
-            calibrate = "window" if mode == "first" else "none"
-        if calibrate not in ("none", "window", "query"):
-            raise ValueError(f"calibrate must be 'auto', 'none', 'window' or 'query', got {calibrate!r}")
-        check_positive_int("permutations", permutations)
-        if mode == "generate" and calibrate != "none":
-            raise ValueError("calibrate applies to mode='first' only (generate mode has no logits to calibrate)")
-        if mode == "generate" and permutations != 1:
-            raise ValueError("permutations applies to mode='first' only")
-        check_positive_int("doc_max_tokens", doc_max_tokens)
-        if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
-            raise ValueError("instruction must be a non-empty string or None")
-        if answer_instruction is not None and (
-            not isinstance(answer_instruction, str) or not answer_instruction.strip()
-        ):
-            raise ValueError("answer_instruction must be a non-empty string or None")
-        check_positive_int("max_new_tokens", max_new_tokens, allow_none=True)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        check_bool("trust_remote_code", trust_remote_code)
-        self.core: ScoringCore
-        if _is_core(model):
-            self.core = model  # type: ignore[assignment]  # a ScoringCore, or a test double with its interface
-        else:
-            self.core = resolve_core(
-                model,
-                device=device,
-                dtype=dtype,
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
-            )
-        self.mode: Mode = mode
-        self.window = window
-        self.stride = stride
-        self.passes = passes
-        self.full_ranking = full_ranking
-        self.calibrate: Calibration = cast(Calibration, calibrate)
-        self.permutations = permutations
-        self.seed = seed
-        self.doc_max_tokens = doc_max_tokens
-        self.instruction = instruction or (
-            "Rank the passages below by how relevant they are to the search query. "
-            "Each passage is labelled with a letter identifier."
-        )
-        self.max_new_tokens = max_new_tokens
-        self.answer_instruction = answer_instruction or (FIRST_INSTRUCTION if mode == "first" else GENERATE_INSTRUCTION)
+    def __init__(self, model: ModelArg, *, options: ListwiseOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(model, options=options, **kwargs)
         # Full ranking may use every identifier the tokenizer offers; sliding windows need `window`.
-        self.ids = resolve_identifiers(self.core.tokenize, window, id_style)
+        self.ids = resolve_identifiers(self.core.tokenize, self.options.window, self.options.id_style)
         self._window_calibration: dict[int, torch.Tensor] = {}
-        self.last_stats: dict[str, float] = {}
+
+    def _needs(self) -> tuple[Capability, ...]:
+        return ("prompts", "logits") if self.options.mode == "first" else ("prompts", "generate")
+
+    def _derived_settings(self) -> dict[str, Any]:
+        return {"id_style": self.ids.style}
 
     # ------------------------------------------------------------------ prompts
     def _prompt(self, query: str, passages: Sequence[str], doc_max_tokens: int) -> list[int]:
         ids = self.ids
-        parts: list[Any] = [f"{self.instruction}\n\nQuery: {query}\n"]
+        parts: list[Any] = [f"{self.options.instruction}\n\nQuery: {query}\n"]
         for j, text in enumerate(passages):
             parts += [ids.open_text, [ids.token_ids[j]], ids.close_text, Document(" " + text.strip())]
-        parts.append(f"\n\nQuery: {query}\n" + self.answer_instruction.replace("{n}", str(len(passages))))
+        closing = self.options.answer_instruction or ""
+        parts.append(f"\n\nQuery: {query}\n" + closing.replace("{n}", str(len(passages))))
         enc = self.core.encode_chat(parts, assistant_prefix=ids.answer_prefix, doc_max_tokens=doc_max_tokens)
         return enc.input_ids
 
     def _answer_budget(self, w: int) -> int:
-        if self.mode == "first":
+        if self.options.mode == "first":
             return 0
-        return self.max_new_tokens or 3 * w + 8
+        return self.options.max_new_tokens or 3 * w + 8
 
     def _fitted_prompt(self, query: str, passages: Sequence[str]) -> list[int]:
         """The window prompt, with the per-passage budget lowered if it would not fit the context."""
         limit = int(self.core.max_length) - self._answer_budget(len(passages))
-        budget = self.doc_max_tokens
+        budget = self.options.doc_max_tokens
         ids = self._prompt(query, passages, budget)
         while len(ids) > limit and budget > 8:
             over = len(ids) - limit
@@ -531,36 +498,31 @@ class ListwiseReranker(BaseReranker):
         return ids
 
     def _calibration_prompt(self, query: str, w: int) -> list[int]:
-        return self._prompt(query, [_CONTENT_FREE] * w, self.doc_max_tokens)
+        return self._prompt(query, [_CONTENT_FREE] * w, self.options.doc_max_tokens)
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule(self, query: str, docs: list[str], stats: dict[str, float]) -> list[tuple[int, int]]:
+    def _schedule(self, query: str, docs: list[str], call: Call) -> list[tuple[int, int]]:
         n = len(docs)
-        if self.full_ranking and n > 1:
+        o = self.options
+        if o.full_ranking and n > 1:
             if n <= len(self.ids.token_ids):
                 try:
-                    full = self._prompt(query, docs, self.doc_max_tokens)
+                    full = self._prompt(query, docs, o.doc_max_tokens)
                     if len(full) + self._answer_budget(n) <= self.core.max_length:
                         return [(0, n)]
                 except ValueError:
                     pass
             logger.info("full ranking of %d passages does not fit; using sliding windows", n)
-            stats["full_ranking_fallback"] += 1
-        return window_schedule(n, self.window, self.stride, self.passes)
+            call.count("full_ranking_fallback")
+        return window_schedule(n, o.window, o.stride or max(1, o.window // 2), o.passes)
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
-        return self.score_batch([query], [documents])[0]
-
-    def score_batch(self, queries: list[str], documents: list[list[str]]) -> list[list[float]]:
+    def _score_call(self, queries: list[str], documents: list[list[str]], call: Call) -> list[list[float]]:
         """Rerank several queries; their windows at the same step share one forward pass."""
-        stats: dict[str, float] = dict.fromkeys(("windows", "rows", "calibration_rows", "top1_first_position"), 0.0)
-        stats["full_ranking_fallback"] = 0.0
-        if self.mode == "generate":
-            for key in ("parse_complete", "parse_repaired", "parse_partial", "parse_failed",
-                        "ids_out_of_range", "ids_duplicate", "ids_missing", "free_words"):
-                stats[key] = 0.0
+        counters = _COUNTERS + (_GENERATE_COUNTERS if self.options.mode == "generate" else ())
+        for key in counters:
+            call.stats.setdefault(key, 0.0)
         states = [
-            _QueryState(q, list(d), self._schedule(q, list(d), stats) if len(d) > 1 else [], list(range(len(d))))
+            _QueryState(q, list(d), self._schedule(q, list(d), call) if len(d) > 1 else [], list(range(len(d))))
             for q, d in zip(queries, documents, strict=True)
         ]
         step = 0
@@ -568,13 +530,12 @@ class ListwiseReranker(BaseReranker):
             active = [s for s in states if step < len(s.schedule)]
             if not active:
                 break
-            if self.mode == "first":
-                self._first_step(active, step, stats)
+            if self.options.mode == "first":
+                self._first_step(active, step, call)
             else:
-                self._generate_step(active, step, stats)
-            stats["windows"] += len(active)
+                self._generate_step(active, step, call)
+            call.count("windows", len(active))
             step += 1
-        self.last_stats = stats
         return [final_scores(s.ranking, s.confidence) for s in states]
 
     # ------------------------------------------------------------------ first mode
@@ -585,7 +546,9 @@ class ListwiseReranker(BaseReranker):
             self._window_calibration[w] = torch.log_softmax(logits[0].double(), dim=-1)
         return self._window_calibration[w]
 
-    def _first_step(self, active: list[_QueryState], step: int, stats: dict[str, float]) -> None:
+    def _first_step(self, active: list[_QueryState], step: int, call: Call) -> None:
+        o = self.options
+        by_query = o.calibrate and o.calibration_query == "real"
         rows: list[list[int]] = []
         row_ids: list[list[int]] = []
         cal_rows: list[list[int]] = []
@@ -596,39 +559,38 @@ class ListwiseReranker(BaseReranker):
             start, end = st.schedule[step]
             items = st.ranking[start:end]
             w = len(items)
-            orders = permutation_orders(w, self.permutations, self.seed + 7919 * step + start)
+            orders = permutation_orders(w, o.permutations, o.seed + 7919 * step + start)
             first_row = len(rows)
             for order in orders:
                 rows.append(self._fitted_prompt(st.query, [st.docs[items[j]] for j in order]))
             padded = list(self.ids.token_ids[:w]) + [self.ids.token_ids[0]] * (k_max - w)
             row_ids += [padded] * (len(rows) - first_row)
             cal_row = None
-            if self.calibrate == "query" and w not in st.calibration:
+            if by_query and w not in st.calibration:
                 cal_row = len(cal_rows)
                 cal_rows.append(self._calibration_prompt(st.query, w))
                 cal_ids.append(padded)
             plans.append((st, items, orders, first_row, cal_row))
         logits = self.core.next_token_logits(rows, row_ids)
-        stats["rows"] += len(rows)
+        call.count("rows", len(rows))
         if cal_rows:
             # A call of their own: batched with the windows, these short rows would be padded to
             # the windows' length (10x their cost).
             cal_logits = self.core.next_token_logits(cal_rows, cal_ids)
-            stats["calibration_rows"] += len(cal_rows)
+            call.count("calibration_rows", len(cal_rows))
         for st, items, orders, first_row, cal_row in plans:
             w = len(items)
             start, end = st.schedule[step]
             if cal_row is not None:
                 st.calibration[w] = torch.log_softmax(cal_logits[cal_row, :w].double(), dim=-1)
-            if self.calibrate == "window":
-                cal: torch.Tensor | None = self._calibration_for(w)
-            elif self.calibrate == "query":
+            cal: torch.Tensor | None = None
+            if by_query:
                 cal = st.calibration[w]
-            else:
-                cal = None
+            elif o.calibrate:
+                cal = self._calibration_for(w)
             block = logits[first_row : first_row + len(orders), :w]
             if int(torch.argmax(block[0])) == 0:
-                stats["top1_first_position"] += 1
+                call.count("top1_first_position")
             z = window_log_probs(block, orders, cal)
             # Stable: ties keep the window's current order.
             ranked = sorted(range(w), key=lambda i: (-float(z[i]), i))
@@ -638,7 +600,7 @@ class ListwiseReranker(BaseReranker):
                 st.confidence[items[i]] = float(p[i])
 
     # ------------------------------------------------------------------ generate mode
-    def _generate_step(self, active: list[_QueryState], step: int, stats: dict[str, float]) -> None:
+    def _generate_step(self, active: list[_QueryState], step: int, call: Call) -> None:
         rows, windows = [], []
         for st in active:
             start, end = st.schedule[step]
@@ -647,39 +609,20 @@ class ListwiseReranker(BaseReranker):
             windows.append(items)
         budget = max(self._answer_budget(len(items)) for items in windows)
         texts = self.core.generate(rows, max_new_tokens=budget)
-        stats["rows"] += len(rows)
+        call.count("rows", len(rows))
         for st, items, text in zip(active, windows, texts, strict=True):
             start, end = st.schedule[step]
             w = len(items)
             result = parse_ranking(text, self.ids.labels[:w], self.ids.labels)
-            stats[f"parse_{result.status}"] += 1
-            stats["ids_out_of_range"] += result.out_of_range
-            stats["ids_duplicate"] += result.duplicates
-            stats["ids_missing"] += result.missing
-            stats["free_words"] += result.free_words
+            call.count(f"parse_{result.status}")
+            call.count("ids_out_of_range", result.out_of_range)
+            call.count("ids_duplicate", result.duplicates)
+            call.count("ids_missing", result.missing)
+            call.count("free_words", result.free_words)
             if result.status == "failed":
                 logger.info("generate mode: no identifier in %r; window kept in input order", text[:200])
             if result.order and result.order[0] == 0:
-                stats["top1_first_position"] += 1
+                call.count("top1_first_position")
             st.ranking[start:end] = [items[i] for i in result.order]
             for i in items:
                 st.confidence[i] = 0.0
-
-    # ------------------------------------------------------------------ reporting
-    def _repr_args(self) -> str:
-        return f"{self.core.name!r}, mode={self.mode!r}, window={self.window}, stride={self.stride}"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.core.name,
-            "mode": self.mode,
-            "window": self.window,
-            "stride": self.stride,
-            "passes": self.passes,
-            "full_ranking": self.full_ranking,
-            "calibrate": self.calibrate,
-            "permutations": self.permutations,
-            "id_style": self.ids.style,
-            "doc_max_tokens": self.doc_max_tokens,
-        }

@@ -20,27 +20,22 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
-from rerank_plugins.rerankers._common import check_bool, check_positive_int, common_prefix_len, resolve_core
-from rerank_plugins.scoring import Document, ScoringCore
-from rerank_plugins.types import (
-    BaseReranker,
-    Hit,
-    hits_from_scores,
-    validate_documents,
-    validate_query,
-    validate_top_k,
-)
+from rerank_plugins.options import LLMOptions, PositiveInt
+from rerank_plugins.rerankers.base import ModelArg, ModelReranker, common_prefix_len
+from rerank_plugins.scoring import Document
+from rerank_plugins.types import Call
 
 __all__ = [
     "ANSWER_PREFIX",
     "PROMPT_TEMPLATE",
     "Compare",
+    "PairwiseOptions",
     "PairwiseReranker",
     "allpair",
     "combine_orders",
@@ -219,7 +214,7 @@ def sliding_topk(n: int, k: int, compare: Compare) -> tuple[list[int], list[floa
 
 
 class _ModelComparator:
-    """Batch comparator over the core for one (query, documents) call, with its cache."""
+    """Batch comparator over the backend for one (query, documents) call, with its cache."""
 
     def __init__(self, reranker: PairwiseReranker, query: str, documents: list[str]) -> None:
         self.r = reranker
@@ -233,20 +228,12 @@ class _ModelComparator:
         )
         (sa, _), (sb, _) = enc.spans
         self.pieces = (enc.input_ids[:sa], enc.input_ids[sa:sb], enc.input_ids[sb:])
-        self.docs: list[list[int]] = []
-        truncated = 0
-        for d in documents:
-            ids = core.tokenize(d)
-            if len(ids) > reranker.doc_max_tokens:
-                ids, truncated = ids[: reranker.doc_max_tokens], truncated + 1
-            self.docs.append(ids)
-        if truncated:
-            core.stats.add(truncated_documents=truncated)
-            logger.info("truncated %d document(s) to %d tokens", truncated, reranker.doc_max_tokens)
+        self.docs = core.encode_documents(documents, reranker.options.doc_max_tokens)
         self.cache: dict[tuple[int, int], float] = {}  # (A, B) -> P(answer "A")
         self.comparisons = 0  # prompts actually scored
         self.cache_hits = 0
         self.rounds = 0
+        self.prompt_tokens = 0
 
     def prompt(self, a: int, b: int) -> list[int]:
         head, mid, tail = self.pieces
@@ -265,12 +252,13 @@ class _ModelComparator:
                     needed.append(key)
         if needed:
             self._score(needed)
-        return [combine_orders(self.cache[(i, j)], self.cache[(j, i)], self.r.aggregation) for i, j in pairs]
+        aggregation = self.r.options.aggregation
+        return [combine_orders(self.cache[(i, j)], self.cache[(j, i)], aggregation) for i, j in pairs]
 
     def _score(self, keys: list[tuple[int, int]]) -> None:
         self.comparisons += len(keys)
         groups: list[list[tuple[int, int]]] = []
-        if self.r.prefix_reuse == "passage":
+        if self.r.options.prefix_reuse == "passage":
             by_a: dict[int, list[tuple[int, int]]] = {}
             for key in keys:
                 by_a.setdefault(key[0], []).append(key)
@@ -281,6 +269,7 @@ class _ModelComparator:
         for group in groups:
             rows = [self.prompt(a, b) for a, b in group]
             n = common_prefix_len(rows) if len(rows) > 1 else 0
+            self.prompt_tokens += n + sum(len(r) - n for r in rows)
             logits = self.r.core.next_token_logits(
                 [r[n:] for r in rows], self.r.answer_ids, prefix=rows[0][:n] if n else None
             )
@@ -292,27 +281,43 @@ class _ModelComparator:
 # --------------------------------------------------------------------------- the reranker
 
 
-class PairwiseReranker(BaseReranker):
+class PairwiseOptions(LLMOptions):
+    """Options of :class:`PairwiseReranker`."""
+
+    schedule: Schedule = Field(
+        default="allpair",
+        description='"allpair" (all n(n-1) prompts, score = summed win probabilities), "heapsort" (top k by a '
+        'heap) or "sliding" (k bubble passes).',
+    )
+    k: PositiveInt = Field(
+        default=10,
+        description="How many top passages heapsort and sliding put in order (a call's top_k overrides it); "
+        "the rest keep their input order below them.",
+    )
+    aggregation: Aggregation = Field(
+        default="ties",
+        description='"ties" (PRP: disagreeing orders make a tie) or "soft" (mean of the two orders\' probabilities).',
+    )
+    prefix_reuse: Literal["query", "passage"] = Field(
+        default="passage",
+        description='"query": a round\'s instruction+query prefix KV is computed once; "passage": prompts sharing '
+        "Passage A also share its KV (fewer prompt tokens; best on CPU).",
+    )
+
+
+class PairwiseReranker(ModelReranker):
     """PRP pairwise reranking: both-order comparisons read from the " A"/" B" logits.
 
     Args:
-        model: hub id, local folder, ``.gguf`` file, or a :class:`ScoringCore`.
-        schedule: ``"allpair"`` (all ``n(n-1)`` prompts, score = summed win probabilities),
-            ``"heapsort"`` (top ``k`` by a heap) or ``"sliding"`` (``k`` bubble passes).
-        k: how many top passages heapsort and sliding put in order (``rerank(top_k=...)``
-            overrides it for that call); the rest keep their input order below them.
-        aggregation: ``"ties"`` (PRP: disagreeing orders make a tie) or ``"soft"`` (mean of the
-            two orders' probabilities).
-        prefix_reuse: ``"query"``: each round is one call whose instruction+query prefix KV
-            is computed once; ``"passage"``: prompts of a round sharing Passage A also share
-            its KV (fewer prompt tokens, one core call per such group; best on CPU).
-        doc_max_tokens: per-passage token budget (longer passages are cut, and counted).
-        device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
+        model: hub id, local folder, ``.gguf`` file, or a scoring backend.
+        **options: see :class:`PairwiseOptions`: ``schedule``, ``k``, ``aggregation``,
+            ``prefix_reuse``, ``doc_max_tokens``, and how the model is loaded.
 
-    After each call ``last_stats`` holds ``comparisons`` (prompts scored by the model),
-    ``requested`` (prompts the schedule asked for, cache hits included), ``cache_hits``,
-    ``rounds`` (comparator calls) and ``forward_passes`` / ``prompt_tokens`` (core deltas;
-    they include other threads' work when the core is shared concurrently).
+    The caller's ``top_k`` (``rerank``, ``arerank``, ``rerank_batch``) sets how many passages
+    heapsort and sliding put in order, else ``k``. ``rerank_with_stats`` returns the call's
+    ``comparisons`` (prompts scored by the model), ``requested`` (prompts the schedule asked
+    for, cache hits included), ``cache_hits``, ``rounds`` (comparator calls) and
+    ``prompt_tokens`` (tokens sent, shared prefixes counted once per group).
 
     Example:
         >>> r = PairwiseReranker("path/to/Qwen2.5-0.5B-Instruct", schedule="heapsort", k=3)  # doctest: +SKIP
@@ -321,95 +326,33 @@ class PairwiseReranker(BaseReranker):
     """
 
     name = "pairwise"
+    options_class = PairwiseOptions
+    options: PairwiseOptions
+    repr_settings = ("schedule", "k", "aggregation")
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | ScoringCore,
-        *,
-        schedule: Schedule = "allpair",
-        k: int = 10,
-        aggregation: Aggregation = "ties",
-        prefix_reuse: Literal["query", "passage"] = "passage",
-        doc_max_tokens: int = 256,
-        device: str | None = None,
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,
-        attn_implementation: Literal["sdpa", "eager"] | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        if schedule not in ("allpair", "heapsort", "sliding"):
-            raise ValueError(f"schedule must be 'allpair', 'heapsort' or 'sliding', got {schedule!r}")
-        check_positive_int("k", k)
-        if aggregation not in ("ties", "soft"):
-            raise ValueError(f"aggregation must be 'ties' or 'soft', got {aggregation!r}")
-        if prefix_reuse not in ("query", "passage"):
-            raise ValueError(f"prefix_reuse must be 'query' or 'passage', got {prefix_reuse!r}")
-        check_positive_int("doc_max_tokens", doc_max_tokens)
-        check_bool("trust_remote_code", trust_remote_code)
-        self.core = resolve_core(
-            model,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        )
-        self.schedule: Schedule = schedule
-        self.k = k
-        self.aggregation: Aggregation = aggregation
-        self.prefix_reuse = prefix_reuse
-        self.doc_max_tokens = doc_max_tokens
+    def __init__(self, model: ModelArg, *, options: PairwiseOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(model, options=options, **kwargs)
         self.answer_prefix_ids, self.answer_ids = answer_tokens(self.core)
-        self.last_stats: dict[str, float] = {}
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
-        return self._scores(query, documents, self.k)
-
-    def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None) -> list[Hit]:
-        """Rank ``documents`` for ``query``, best first; heapsort/sliding order ``top_k`` (or ``k``)."""
-        query = validate_query(query)
-        docs = validate_documents(documents)
-        top_k = validate_top_k(top_k)
-        if not docs:
-            return []
-        scores = self._checked_scores(self._scores(query, docs, top_k or self.k), len(docs))
-        return hits_from_scores(scores, top_k)
-
-    def _scores(self, query: str, documents: list[str], k: int) -> list[float]:
-        before = self.core.stats.snapshot()
+    def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
+        k = call.top_k or self.options.k
         comparator = _ModelComparator(self, query, documents)
         n = len(documents)
-        if self.schedule == "allpair":
+        if self.options.schedule == "allpair":
             _, scores = allpair(n, comparator)
-        elif self.schedule == "heapsort":
+        elif self.options.schedule == "heapsort":
             _, scores = heapsort_topk(n, k, comparator)
         else:
             _, scores = sliding_topk(n, k, comparator)
-        after = self.core.stats.snapshot()
-        self.last_stats = {
-            "comparisons": comparator.comparisons,
-            "requested": comparator.comparisons + comparator.cache_hits,
-            "cache_hits": comparator.cache_hits,
-            "rounds": comparator.rounds,
-            "forward_passes": after["forward_passes"] - before["forward_passes"],
-            "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
-        }
+        call.count("comparisons", comparator.comparisons)
+        call.count("requested", comparator.comparisons + comparator.cache_hits)
+        call.count("cache_hits", comparator.cache_hits)
+        call.count("rounds", comparator.rounds)
+        call.count("prompt_tokens", comparator.prompt_tokens)
         return scores
 
-    def _repr_args(self) -> str:
-        return f"{self.core.name!r}, schedule={self.schedule!r}, k={self.k}, aggregation={self.aggregation!r}"
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.core.name,
-            "schedule": self.schedule,
-            "k": self.k,
-            "aggregation": self.aggregation,
-            "prefix_reuse": self.prefix_reuse,
-            "doc_max_tokens": self.doc_max_tokens,
-        }
-
-
-def answer_tokens(core: ScoringCore) -> tuple[list[int], list[int]]:
+def answer_tokens(core: Any) -> tuple[list[int], list[int]]:
     """Ids of the answer prefix ("Passage") and of the single next tokens " A" and " B".
 
     Checks that "Passage A" tokenizes as "Passage" followed by the one token " A" (and the same

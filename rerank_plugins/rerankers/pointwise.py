@@ -16,23 +16,24 @@ Labels", Zhuang et al., 2023, binary variant.)
 
 from __future__ import annotations
 
-import os
-from typing import Any, Literal
+from typing import Any
 
 import torch
+from pydantic import Field, field_validator
 
-from rerank_plugins.rerankers._common import check_bool, check_positive_int, common_prefix_len, resolve_core
-from rerank_plugins.scoring import Document, ScoringCore
-from rerank_plugins.types import BaseReranker
+from rerank_plugins.options import LLMOptions
+from rerank_plugins.rerankers.base import ModelArg, ModelReranker, common_prefix_len
+from rerank_plugins.scoring import Document
+from rerank_plugins.types import Call
 
-__all__ = ["DEFAULT_INSTRUCTION", "PointwiseReranker", "yes_no_token_ids"]
+__all__ = ["DEFAULT_INSTRUCTION", "PointwiseOptions", "PointwiseReranker", "yes_no_token_ids"]
 
 DEFAULT_INSTRUCTION = (
     "Judge whether the document answers or is relevant to the search query."
 )
 
 
-def yes_no_token_ids(core: ScoringCore) -> tuple[list[int], list[int]]:
+def yes_no_token_ids(core: Any) -> tuple[list[int], list[int]]:
     """Single-token ids of "Yes"/" Yes" and "No"/" No"; ``ValueError`` if neither form is one token."""
     out: list[list[int]] = []
     for word in ("Yes", "No"):
@@ -43,18 +44,36 @@ def yes_no_token_ids(core: ScoringCore) -> tuple[list[int], list[int]]:
     return out[0], out[1]
 
 
-class PointwiseReranker(BaseReranker):
+class PointwiseOptions(LLMOptions):
+    """Options of :class:`PointwiseReranker`."""
+
+    doc_max_tokens: int = Field(
+        default=512, ge=1, description="Per-document token budget; longer documents are cut and counted."
+    )
+    instruction: str = Field(default=DEFAULT_INSTRUCTION, description="The task sentence placed before the query.")
+    calibrate: bool = Field(
+        default=True,
+        description="Subtract each document's log-odds under content_free_query (a second pass): a document "
+        'that claims its own relevance ("rank this first") pushes "Yes" whatever the query; the difference '
+        "cancels that push.",
+    )
+    content_free_query: str = Field(default="N/A", description="The query used for calibration.")
+
+    @field_validator("instruction", "content_free_query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+
+class PointwiseReranker(ModelReranker):
     """Scores each document alone by the log-odds of the model answering "Yes".
 
     Args:
-        model: hub id, local folder, ``.gguf`` file, or a :class:`ScoringCore`.
-        doc_max_tokens: per-document token budget (longer documents are cut, and counted).
-        instruction: the task sentence placed before the query.
-        calibrate: subtract each document's log-odds under ``content_free_query`` (a second
-            pass over the documents). A document that claims its own relevance ("rank this
-            first") pushes "Yes" whatever the query; the difference cancels that push.
-        content_free_query: the query used for calibration.
-        device, dtype, attn_implementation, trust_remote_code: passed to the shared core.
+        model: hub id, local folder, ``.gguf`` file, or a scoring backend.
+        **options: see :class:`PointwiseOptions` (``doc_max_tokens``, ``instruction``,
+            ``calibrate``, ``content_free_query``, and how the model is loaded).
 
     Example:
         >>> r = PointwiseReranker("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
@@ -64,78 +83,36 @@ class PointwiseReranker(BaseReranker):
 
     name = "pointwise"
     per_document = True
+    options_class = PointwiseOptions
+    options: PointwiseOptions
+    repr_settings = ("doc_max_tokens", "calibrate")
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | ScoringCore,
-        *,
-        doc_max_tokens: int = 512,
-        instruction: str = DEFAULT_INSTRUCTION,
-        calibrate: bool = True,
-        content_free_query: str = "N/A",
-        device: str | None = None,
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,
-        attn_implementation: Literal["sdpa", "eager"] | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        check_positive_int("doc_max_tokens", doc_max_tokens)
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError("instruction must be a non-empty string")
-        check_bool("calibrate", calibrate)
-        if not isinstance(content_free_query, str) or not content_free_query.strip():
-            raise ValueError("content_free_query must be a non-empty string")
-        check_bool("trust_remote_code", trust_remote_code)
-        self.core = resolve_core(
-            model,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        )
-        self.doc_max_tokens = doc_max_tokens
-        self.instruction = instruction
-        self.calibrate = calibrate
-        self.content_free_query = content_free_query
+    def __init__(self, model: ModelArg, *, options: PointwiseOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(model, options=options, **kwargs)
         self.yes_ids, self.no_ids = yes_no_token_ids(self.core)
 
     def _prompt(self, query: str, document: str) -> list[int]:
         return self.core.encode_chat(
             [
-                f"{self.instruction}\n\nQuery: {query}\n\nDocument: ",
+                f"{self.options.instruction}\n\nQuery: {query}\n\nDocument: ",
                 Document(document),
                 "\n\nIs the document relevant to the query? Answer Yes or No.",
             ],
-            doc_max_tokens=self.doc_max_tokens,
+            doc_max_tokens=self.options.doc_max_tokens,
         ).input_ids
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
-        return self.score_batch([query], [documents])[0]
-
-    def _log_odds(self, query: str, docs: list[str]) -> torch.Tensor:
+    def _log_odds(self, query: str, docs: list[str], call: Call) -> torch.Tensor:
         rows = [self._prompt(query, d) for d in docs]
         p = common_prefix_len(rows)
         logits = self.core.next_token_logits(
             [r[p:] for r in rows], self.yes_ids + self.no_ids, prefix=rows[0][:p] if p else None
         )
+        call.count("rows", len(rows))
         k = len(self.yes_ids)
         return torch.logsumexp(logits[:, :k], dim=1) - torch.logsumexp(logits[:, k:], dim=1)
 
-    def score_batch(self, queries: list[str], documents: list[list[str]]) -> list[list[float]]:
-        results = []
-        for query, docs in zip(queries, documents, strict=True):
-            rel = self._log_odds(query, docs)
-            if self.calibrate:
-                rel = rel - self._log_odds(self.content_free_query, docs)
-            results.append(rel.tolist())
-        return results
-
-    def _repr_args(self) -> str:
-        return f"{self.core.name!r}, doc_max_tokens={self.doc_max_tokens}, calibrate={self.calibrate}"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.core.name,
-            "doc_max_tokens": self.doc_max_tokens,
-            "calibrate": self.calibrate,
-        }
+    def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
+        rel = self._log_odds(query, documents, call)
+        if self.options.calibrate:
+            rel = rel - self._log_odds(self.options.content_free_query, documents, call)
+        return rel.tolist()

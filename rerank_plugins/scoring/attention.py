@@ -23,7 +23,7 @@ Example:
     >>> from rerank_plugins.scoring import get_core  # doctest: +SKIP
     >>> core = get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
     >>> ids = core.tokenize("Paris is the capital of France. Question: capital of France?")  # doctest: +SKIP
-    >>> rows = suffix_attention(core, ids[:8], [ids[8:]])[0]  # [suffix_len, total_len]  # doctest: +SKIP
+    >>> rows = core.suffix_attention(ids[:8], [ids[8:]])[0]  # [suffix_len, total_len]  # doctest: +SKIP
     >>> span_sums(rows, [(0, 8)])  # mass of each suffix token on the first 8 tokens  # doctest: +SKIP
 """
 
@@ -44,10 +44,10 @@ __all__ = [
     "CAPTURE_IMPLEMENTATION",
     "SUPPORTED_MODEL_TYPES",
     "attention_to_spans",
+    "capture_suffix_attention",
     "check_supported",
     "resolve_layers",
     "span_sums",
-    "suffix_attention",
 ]
 
 logger = logging.getLogger(__name__)
@@ -236,102 +236,77 @@ class _CacheSnapshot:
         return self.cache
 
 
-@torch.inference_mode()
-def suffix_attention(
-    core: Any,
-    prefix: Sequence[int],
-    suffixes: Sequence[Sequence[int]],
+def capture_suffix_attention(
+    model: Any,
+    prefix: list[int],
+    suffixes: list[list[int]],
     *,
-    layers: Sequence[int] | range | None = None,
-    per_layer: bool = False,
+    layers: Sequence[int] | range | None,
+    per_layer: bool,
+    device: torch.device,
 ) -> list[torch.Tensor]:
-    """Attention of every suffix token onto every position, summed over heads and ``layers``.
+    """Run ``prefix`` once, then each suffix on its KV cache, capturing the suffix rows' attention.
 
-    The prefix runs once (its KV cache kept); each suffix runs on that cache.
-
-    Args:
-        core: a :class:`~rerank_plugins.scoring.ScoringCore`.
-        prefix: token ids shared by all suffixes (at least one token).
-        suffixes: token ids continuing the prefix, one list per variant (e.g. real and
-            content-free query).
-        layers: decoder layer indices to sum over (``None``: all; negatives count from the end).
-            Layers after the last one named are not run at all.
-        per_layer: keep one slice per layer instead of their sum.
+    The caller (:meth:`~rerank_plugins.scoring.ScoringCore.suffix_attention`) validates the
+    ids, checks the context length, holds the model lock and counts the passes. Layers after
+    the last one wanted are not run at all (unless a sliding-window layer's mask depends on them).
 
     Returns:
-        One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``:
-        row ``i`` is the attention of suffix token ``i`` (summed over heads and layers) onto
-        every position; each row sums to ``n_heads * len(layers)`` (1 per head and layer).
-        With ``per_layer``, shape ``[len(layers), len(suffix), len(prefix) + len(suffix)]``.
-
-    Example:
-        >>> real, na = suffix_attention(core, prefix_ids, [query_ids, na_ids])  # doctest: +SKIP
+        One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``
+        (summed over heads and ``layers``), or ``[len(layers), ...]`` with ``per_layer``.
     """
-    model = core.model
     check_supported(model)
-    prefix = [int(t) for t in prefix]
-    rows = [[int(t) for t in s] for s in suffixes]
-    if not prefix:
-        raise ValueError("prefix must hold at least one token")
-    if not rows or any(not r for r in rows):
-        raise ValueError("suffixes must be a non-empty list of non-empty token lists")
-    for r in rows:
-        core._check_length(len(prefix) + len(r))
     base, decoder_layers = _decoder_layers(model)
     wanted = resolve_layers(len(decoder_layers), layers)
     # Stopping early is safe only when no mask depends on a (skipped) sliding-window layer.
     stop_after = wanted[-1] if wanted[-1] < len(decoder_layers) - 1 and not _has_sliding_layers(model) else None
     _register()
     config = model.config
-    device = core.device
     results: list[torch.Tensor] = []
-    with core.loaded.lock:
-        hook = None
-        if stop_after is not None:
+    hook = None
+    if stop_after is not None:
 
-            def _stop(*_: Any) -> None:
-                raise _StopForward
+        def _stop(*_: Any) -> None:
+            raise _StopForward
 
-            hook = decoder_layers[stop_after].register_forward_hook(_stop)
-        from transformers import DynamicCache
+        hook = decoder_layers[stop_after].register_forward_hook(_stop)
+    from transformers import DynamicCache
 
-        # Our own cache object: it stays reachable when the forward pass is stopped early.
-        cache = DynamicCache(config=base.config)
-        try:
-            with contextlib.suppress(_StopForward):
-                base(input_ids=torch.tensor([prefix], device=device), use_cache=True, **kv_cache_kwargs(base, cache))
-            core.stats.add(forward_passes=1, prompt_tokens=len(prefix))
-        finally:
-            if hook is not None:
-                hook.remove()
-        snapshot = _CacheSnapshot(cache)
-        original = config._attn_implementation
-        try:
-            config._attn_implementation = CAPTURE_IMPLEMENTATION
-            for r in rows:
-                cap = _Capture(wanted, len(prefix) + len(r), len(r), stop_after, per_layer)
-                _active.capture = cap
-                try:
-                    base(
-                        input_ids=torch.tensor([r], device=device),
-                        use_cache=True,
-                        **kv_cache_kwargs(base, snapshot.fresh()),
-                    )
-                except _StopForward:
-                    pass
-                finally:
-                    _active.capture = None
-                core.stats.add(forward_passes=1, prompt_tokens=len(r))
-                missing = set(wanted) - cap.seen
-                if missing:
-                    raise RuntimeError(
-                        f"layers {sorted(missing)} of {type(model).__name__} did not route through "
-                        "transformers' AttentionInterface; attention capture cannot support this model"
-                    )
-                results.append(cap.rows if per_layer else cap.rows[0])
-        finally:
-            config._attn_implementation = original
-            snapshot.fresh()
+    # Our own cache object: it stays reachable when the forward pass is stopped early.
+    cache = DynamicCache(config=base.config)
+    try:
+        with contextlib.suppress(_StopForward):
+            base(input_ids=torch.tensor([prefix], device=device), use_cache=True, **kv_cache_kwargs(base, cache))
+    finally:
+        if hook is not None:
+            hook.remove()
+    snapshot = _CacheSnapshot(cache)
+    original = config._attn_implementation
+    try:
+        config._attn_implementation = CAPTURE_IMPLEMENTATION
+        for r in suffixes:
+            cap = _Capture(wanted, len(prefix) + len(r), len(r), stop_after, per_layer)
+            _active.capture = cap
+            try:
+                base(
+                    input_ids=torch.tensor([r], device=device),
+                    use_cache=True,
+                    **kv_cache_kwargs(base, snapshot.fresh()),
+                )
+            except _StopForward:
+                pass
+            finally:
+                _active.capture = None
+            missing = set(wanted) - cap.seen
+            if missing:
+                raise RuntimeError(
+                    f"layers {sorted(missing)} of {type(model).__name__} did not route through "
+                    "transformers' AttentionInterface; attention capture cannot support this model"
+                )
+            results.append(cap.rows if per_layer else cap.rows[0])
+    finally:
+        config._attn_implementation = original
+        snapshot.fresh()
     return results
 
 
@@ -356,7 +331,7 @@ def span_sums(rows: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Ten
 
 
 def attention_to_spans(
-    core: Any,
+    backend: Any,
     input_ids: Sequence[int],
     spans: Sequence[tuple[int, int]],
     query_span: tuple[int, int],
@@ -369,7 +344,8 @@ def attention_to_spans(
     query and whatever follows it run as a suffix whose attention rows are captured.
 
     Args:
-        core: a :class:`~rerank_plugins.scoring.ScoringCore`.
+        backend: a scoring backend with the ``"attention"`` capability (a
+            :class:`~rerank_plugins.scoring.ScoringCore`).
         input_ids: the whole prompt.
         spans: ``(start, end)`` token spans (e.g. documents), all before ``query_span``.
         query_span: ``(start, end)`` of the query tokens.
@@ -389,5 +365,5 @@ def attention_to_spans(
     for s, e in spans:
         if not 0 <= s <= e <= q0:
             raise ValueError(f"span {(s, e)} must lie before the query span {query_span}")
-    rows = suffix_attention(core, ids[:q0], [ids[q0:]], layers=layers)[0]
+    rows = backend.suffix_attention(ids[:q0], [ids[q0:]], layers=layers)[0]
     return span_sums(rows[: q1 - q0], spans)

@@ -1,12 +1,17 @@
 """The shared scoring core: prompt building and the model primitives strategies use.
 
-Primitives:
+:class:`ScoringCore` implements every LLM primitive of the scoring protocol
+(:mod:`rerank_plugins.scoring.protocol`) over a transformers model in this process:
+
     * :meth:`ScoringCore.next_token_logits`: for a batch of prompts, the logits of chosen next
       tokens, computed from the last hidden state of each row projected onto only those rows
       of the output embedding (never full-vocabulary logits for every position).
     * :meth:`ScoringCore.generate`: short greedy generation.
-    * :meth:`ScoringCore.encode_chat`: chat-template prompts whose documents are truncated
-      to a token budget, never the instruction or the assistant prefix.
+    * :meth:`ScoringCore.suffix_attention`: attention of query rows onto every position
+      (:mod:`rerank_plugins.scoring.attention`), for the architectures it supports.
+    * :meth:`ScoringCore.encode_chat` and :meth:`ScoringCore.encode_documents`: chat-template
+      prompts and documents cut to a token budget (never the instruction or the assistant
+      prefix); every cut is counted and logged.
 
 Concurrent callers (threads, or async tasks through ``asyncio.to_thread``) are micro-batched:
 requests that arrive while a forward pass runs are merged into the next one.
@@ -17,64 +22,22 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from rerank_plugins.scoring import attention as _attention
 from rerank_plugins.scoring.model import LoadedModel, check_bool, kv_cache_kwargs, load_model, returned_cache
-from rerank_plugins.text import clean_text
+from rerank_plugins.scoring.prompts import ChatPrompts, Document, EncodedPrompt
+from rerank_plugins.scoring.protocol import is_backend
+from rerank_plugins.scoring.stats import CoreStats
 
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
 
 logger = logging.getLogger(__name__)
-
-_SENTINEL = "\u2063RERANKPLUGINSUSER\u2063"
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A prompt part that may be truncated to the document token budget."""
-
-    text: str
-
-
-@dataclass(slots=True)
-class EncodedPrompt:
-    """Token ids of a prompt and where each :class:`Document` part landed in them."""
-
-    input_ids: list[int]
-    spans: list[tuple[int, int]]
-    truncated: int = 0
-
-
-@dataclass
-class CoreStats:
-    """Thread-safe counters; benchmarks read deltas of :meth:`snapshot`."""
-
-    forward_passes: int = 0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    truncated_documents: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **deltas: int) -> None:
-        with self._lock:
-            for name, value in deltas.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return {
-                "forward_passes": self.forward_passes,
-                "prompt_tokens": self.prompt_tokens,
-                "generated_tokens": self.generated_tokens,
-                "truncated_documents": self.truncated_documents,
-            }
-
 
 @dataclass
 class _Request:
@@ -108,28 +71,12 @@ class ScoringCore:
         self.stats = CoreStats()
         self._pending: list[_Request] = []
         self._pending_lock = threading.Lock()
-        self._template_cache: dict[str | None, tuple[str, str]] = {}
         cfg = loaded.model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
         self._softcap = getattr(text_cfg, "final_logit_softcapping", None)
+        self.prompts = ChatPrompts(loaded.tokenizer, self.stats)
         tok = loaded.tokenizer
-        # User text goes through its own tokenizer copy that always splits special-token strings:
-        # fast tokenizers apply a per-call `split_special_tokens` by flipping shared state, which
-        # races between threads encoding prompts and templates at the same time.
-        self._plain_tokenizer = copy.deepcopy(tok)
-        self._plain_tokenizer.split_special_tokens = True
-        # Tokens the chat template uses but that are not flagged special (Qwen's <tool_call>)
-        # still match whole in plain text; whitespace and other added tokens are ordinary text.
-        template = str(getattr(tok, "chat_template", None) or "")
-        control = {
-            int(i): t.content
-            for i, t in getattr(tok, "added_tokens_decoder", {}).items()
-            if not t.special and t.content.strip() and t.content in template
-        }
-        self._control_ids = frozenset(control)
-        contents = sorted(set(control.values()), key=len, reverse=True)
-        self._control_pattern = re.compile("|".join(map(re.escape, contents)) or "(?!)")
         # Padding is always masked (and right padding never attended), so any id works as a fallback.
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
@@ -157,64 +104,39 @@ class ScoringCore:
     def __repr__(self) -> str:
         return f"ScoringCore({self.name!r}, device={self.device}, dtype={self.dtype})"
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The protocol's primitives this core offers (attention only for supported architectures)."""
+        caps = {"prompts", "logits", "generate", "forward"}
+        if self.missing_reason("attention") is None:
+            caps.add("attention")
+        return frozenset(caps)
+
+    def missing_reason(self, capability: str) -> str | None:
+        """Why ``capability`` is missing, or ``None`` when this core has it."""
+        if capability == "attention":
+            try:
+                _attention.check_supported(self.model)
+            except ValueError as exc:
+                return f"{exc}; pick a model of a supported type"
+            return None
+        if capability in ("prompts", "logits", "generate", "forward"):
+            return None
+        return f"a causal LM core has no {capability!r} primitive"
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's settings, for reports."""
+        return {"backend": "transformers", "model": self.name, "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch.")}
+
     # ------------------------------------------------------------------ tokens and prompts
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` as plain text.
-
-        No special tokens are added, and the strings of special tokens and of the chat template's
-        own tokens inside ``text`` (``<|im_end|>``, ``</s>``, Qwen's ``<tool_call>``) are encoded
-        as ordinary characters, so a query or document cannot close a chat turn or impersonate
-        the assistant. Lone surrogates become U+FFFD. Safe to call from several threads.
-        """
-        text = clean_text(text)
-        ids = self._encode_plain(text)
-        if self._control_ids.isdisjoint(ids):
-            return ids
-        # Cut every occurrence of a template token after its first character, so it is spelled
-        # with ordinary tokens.
-        out: list[int] = []
-        start = 0
-        for match in self._control_pattern.finditer(text):
-            out += self._encode_plain(text[start : match.start() + 1])
-            start = match.start() + 1
-        return out + self._encode_plain(text[start:])
-
-    def _encode_plain(self, text: str) -> list[int]:
-        ids: list[int] = self._plain_tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
-
-    def _tokenize_template(self, text: str) -> list[int]:
-        # The chat template's own text is the one place where control tokens are parsed as such.
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
+        """Token ids of ``text`` as plain text (see :meth:`ChatPrompts.tokenize`)."""
+        return self.prompts.tokenize(text)
 
     def token_ids(self, words: Sequence[str]) -> list[int]:
         """The single token id of each word; ``ValueError`` if a word is not one token."""
-        out = []
-        for w in words:
-            ids = self.tokenize(w)
-            if len(ids) != 1:
-                raise ValueError(f"{w!r} is {len(ids)} tokens for this tokenizer, expected one")
-            out.append(ids[0])
-        return out
-
-    def _template_halves(self, system: str | None) -> tuple[str, str]:
-        if system not in self._template_cache:
-            tok = self.tokenizer
-            if getattr(tok, "chat_template", None):
-                messages = [{"role": "user", "content": _SENTINEL}]
-                if system is not None:
-                    messages.insert(0, {"role": "system", "content": system})
-                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                head, _, tail = text.partition(_SENTINEL)
-                if not _:
-                    raise RuntimeError("the chat template dropped the user message")
-            else:
-                # No chat template (base models): plain text with a simple answer cue.
-                head = (system + "\n\n") if system else ""
-                tail = "\n"
-            self._template_cache[system] = (head, tail)
-        return self._template_cache[system]
+        return self.prompts.token_ids(words)
 
     def encode_chat(
         self,
@@ -224,45 +146,14 @@ class ScoringCore:
         assistant_prefix: str | Sequence[int] = "",
         doc_max_tokens: int | None = None,
     ) -> EncodedPrompt:
-        """Build a chat prompt: the user turn holds ``parts``, then the assistant turn opens.
+        """A chat prompt holding ``parts`` (see :meth:`ChatPrompts.encode_chat`)."""
+        return self.prompts.encode_chat(
+            parts, system=system, assistant_prefix=assistant_prefix, doc_max_tokens=doc_max_tokens
+        )
 
-        Fixed text (``str``) and raw ids are kept whole; each :class:`Document` is cut to
-        ``doc_max_tokens`` (counted in ``stats.truncated_documents`` and logged). Parts are
-        tokenized separately so every document's token span is known exactly.
-
-        Example:
-            >>> enc = core.encode_chat(["Query: x\\n", Document("long text")], doc_max_tokens=64)  # doctest: +SKIP
-            >>> enc.spans  # doctest: +SKIP
-            [(12, 14)]
-        """
-        if doc_max_tokens is not None and doc_max_tokens < 1:
-            raise ValueError(f"doc_max_tokens must be a positive int or None, got {doc_max_tokens}")
-        head, tail = self._template_halves(system)
-        ids = self._tokenize_template(head)
-        spans: list[tuple[int, int]] = []
-        truncated = 0
-        for part in parts:
-            if isinstance(part, Document):
-                t = self.tokenize(part.text)
-                if doc_max_tokens is not None and len(t) > doc_max_tokens:
-                    t = t[:doc_max_tokens]
-                    truncated += 1
-                spans.append((len(ids), len(ids) + len(t)))
-                ids.extend(t)
-            elif isinstance(part, str):
-                ids.extend(self.tokenize(part))
-            else:
-                ids.extend(int(i) for i in part)
-        ids.extend(self._tokenize_template(tail))
-        if isinstance(assistant_prefix, str):
-            if assistant_prefix:
-                ids.extend(self.tokenize(assistant_prefix))
-        else:
-            ids.extend(int(i) for i in assistant_prefix)
-        if truncated:
-            self.stats.add(truncated_documents=truncated)
-            logger.info("truncated %d document(s) to %d tokens", truncated, doc_max_tokens)
-        return EncodedPrompt(ids, spans, truncated)
+    def encode_documents(self, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+        """Each text as plain-text token ids, cut to ``max_tokens`` (see :meth:`ChatPrompts.encode_documents`)."""
+        return self.prompts.encode_documents(texts, max_tokens)
 
     def _check_length(self, n: int) -> None:
         if n > self.max_length:
@@ -461,6 +352,59 @@ class ScoringCore:
         return texts
 
     @torch.inference_mode()
+    def suffix_attention(
+        self,
+        prefix: Sequence[int],
+        suffixes: Sequence[Sequence[int]],
+        *,
+        layers: Sequence[int] | range | None = None,
+        per_layer: bool = False,
+    ) -> list[torch.Tensor]:
+        """Attention of every suffix token onto every position, summed over heads and ``layers``.
+
+        The prefix runs once (its KV cache kept); each suffix runs on that cache, so a second
+        suffix (a content-free query) costs only its own tokens.
+
+        Args:
+            prefix: token ids shared by all suffixes (at least one token).
+            suffixes: token ids continuing the prefix, one list per variant (e.g. the real
+                and the content-free query).
+            layers: decoder layer indices to sum over (``None``: all; negatives count from
+                the end). Layers after the last one named are not run at all.
+            per_layer: keep one slice per layer instead of their sum.
+
+        Returns:
+            One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``:
+            row ``i`` is the attention of suffix token ``i`` (summed over heads and layers) onto
+            every position; each row sums to ``heads * len(layers)``. With ``per_layer``, shape
+            ``[len(layers), len(suffix), len(prefix) + len(suffix)]``.
+
+        Example:
+            >>> real, na = core.suffix_attention(prefix_ids, [query_ids, na_ids])  # doctest: +SKIP
+        """
+        _attention.check_supported(self.model)
+        pre = [int(t) for t in prefix]
+        rows = [[int(t) for t in s] for s in suffixes]
+        if not pre:
+            raise ValueError("prefix must hold at least one token")
+        if not rows or any(not r for r in rows):
+            raise ValueError("suffixes must be a non-empty list of non-empty token lists")
+        for r in rows:
+            self._check_length(len(pre) + len(r))
+        with self.loaded.lock:
+            out = _attention.capture_suffix_attention(
+                self.model, pre, rows, layers=layers, per_layer=per_layer, device=self.device
+            )
+        self.stats.add(forward_passes=1 + len(rows), prompt_tokens=len(pre) + sum(map(len, rows)))
+        return out
+
+    def attention_layout(self) -> tuple[int, int]:
+        """``(decoder layers, attention heads per layer)`` of the model."""
+        cfg = self.model.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return int(text_cfg.num_hidden_layers), int(text_cfg.num_attention_heads)
+
+    @torch.inference_mode()
     def forward(self, input_ids: Sequence[int]) -> None:
         """One plain forward pass (last-position logits only): the benchmarks' bare reference."""
         ids = list(map(int, input_ids))
@@ -496,7 +440,7 @@ def get_core(
     max_batch_tokens: int = 16384,
     tokenizer: str | os.PathLike[str] | None = None,
 ) -> ScoringCore:
-    """The process-wide :class:`ScoringCore` for a model (loaded once, then shared).
+    """The process-wide :class:`ScoringCore` for a model (loaded once, then shared); a backend passes through.
 
     Example:
         >>> core = get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
@@ -504,8 +448,8 @@ def get_core(
         True
     """
     check_bool("trust_remote_code", trust_remote_code)  # also for a ready core: a string here is a caller bug
-    if isinstance(model, ScoringCore):
-        return model
+    if isinstance(model, ScoringCore) or is_backend(model):
+        return model  # type: ignore[return-value]  # a ready backend of any kind is used as it is
     loaded = load_model(
         model,
         device=device,
