@@ -82,12 +82,49 @@ class LLMOptions(LoadOptions):
         return {k: v for k, v in super().settings().items() if k not in LoadOptions.model_fields}
 
 
+_KINDS = {
+    "bool_type": "a bool", "bool_parsing": "a bool",
+    "int_type": "an int", "int_parsing": "an int", "int_from_float": "an int",
+    "float_type": "a number", "float_parsing": "a number",
+    "string_type": "a string", "none_required": "None", "list_type": "a list",
+}
+
+
+def _expected(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind in _KINDS:
+        return _KINDS[kind]
+    if kind == "greater_than_equal":
+        return "a positive int" if ctx.get("ge") == 1 else f">= {ctx.get('ge')}"
+    if kind == "literal_error":
+        return str(ctx.get("expected", ""))
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ").removeprefix("Input should be ").removeprefix("must be ")
+
+
 def _message(exc: ValidationError) -> str:
-    parts = []
+    """One sentence per option, in the form "name must be X or Y, got value"."""
+    by_name: dict[str, tuple[list[str], Any]] = {}
     for err in exc.errors(include_url=False):
-        name = ".".join(str(p) for p in err["loc"]) or "options"
+        name = str(err["loc"][0]) if err["loc"] else ""
         if err["type"] == "extra_forbidden":
+            by_name[name] = (["a known option (unknown option)"], err["input"])
+            continue
+        sentence = str(err["msg"]).removeprefix("Value error, ")
+        if not name or sentence.startswith(f"{name} "):  # a check's own message is the whole sentence
+            by_name.setdefault("", ([], None))[0].append(sentence)
+            continue
+        wanted = _expected(err)
+        entry = by_name.setdefault(name, ([], err["input"]))
+        if wanted not in entry[0]:
+            entry[0].append(wanted)
+    parts = []
+    for name, (wanted, value) in by_name.items():
+        if not name:
+            parts += wanted
+        elif wanted == ["a known option (unknown option)"]:
             parts.append(f"{name}: unknown option")
         else:
-            parts.append(f"{name}: {err['msg']}, got {err['input']!r}")
+            parts.append(f"{name} must be {' or '.join(wanted)}, got {value!r}")
     return "; ".join(parts)

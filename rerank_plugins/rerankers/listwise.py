@@ -72,7 +72,6 @@ __all__ = [
     "ParseResult",
     "parse_ranking",
     "resolve_identifiers",
-    "window_schedule",
 ]
 
 logger = logging.getLogger(__name__)

@@ -393,4 +393,4 @@ def test_adapters_naming_one_model_share_one_loaded_model(tiny_model: Any, tiny_
         next(c for c in f.classes if getattr(c, "strategy", None) == "cross-encoder")(model=str(tiny_cross_encoder))
         for f in (llama, lc, llama)
     ]
-    assert len({id(a.reranker_instance.encoder) for a in cross}) == 1
+    assert len({id(a.reranker_instance.core) for a in cross}) == 1

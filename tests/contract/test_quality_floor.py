@@ -274,10 +274,10 @@ def test_listwise_window_is_sorted_by_plain_identifier_logits(tiny_core: Any) ->
     ids = r.ids
     for j in JUDGED:
         docs = list(j.documents)
-        parts: list[Any] = [f"{r.instruction}\n\nQuery: {j.query}\n"]
+        parts: list[Any] = [f"{r.options.instruction}\n\nQuery: {j.query}\n"]
         for k, text in enumerate(docs):
             parts += [ids.open_text, [ids.token_ids[k]], ids.close_text, Document(" " + text.strip())]
-        parts.append(f"\n\nQuery: {j.query}\n" + r.answer_instruction.replace("{n}", str(len(docs))))
+        parts.append(f"\n\nQuery: {j.query}\n" + r.options.answer_instruction.replace("{n}", str(len(docs))))
         prompt = tiny_core.encode_chat(parts, assistant_prefix=ids.answer_prefix).input_ids
         logits = tiny_core.next_token_logits([prompt], list(ids.token_ids[: len(docs)]))[0]
         expected = sorted(range(len(docs)), key=lambda k: -float(logits[k]))

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from rerank_plugins.rerankers.attention import AttentionReranker
-from rerank_plugins.scoring.attention import suffix_attention
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,7 @@ def test_capture_equals_eager_on_the_real_model(reranker, smollm2):
     core = reranker.core
     ids = core.encode_chat(["Paris is the capital of France. Question: what is the capital of France?"]).input_ids
     cut = len(ids) - 12
-    rows = suffix_attention(core, ids[:cut], [ids[cut:]], layers=range(0, 30, 7))[0]
+    rows = core.suffix_attention(ids[:cut], [ids[cut:]], layers=range(0, 30, 7))[0]
     eager = AutoModelForCausalLM.from_pretrained(smollm2, attn_implementation="eager", dtype=torch.float32)
     with torch.no_grad():
         att = eager(torch.tensor([ids]), output_attentions=True).attentions
@@ -48,7 +47,7 @@ def test_capture_equals_eager_on_the_real_model(reranker, smollm2):
     ],
 )
 def test_the_answering_passage_ranks_first(reranker, query, best):
-    hits = reranker.rerank(query, DOCS)
+    hits, stats = reranker.rerank_with_stats(query, DOCS)
     assert hits[0].index == best
     assert sorted(h.index for h in hits) == list(range(len(DOCS)))
-    assert reranker.last_stats["windows"] == 1.0
+    assert stats["windows"] == 1.0

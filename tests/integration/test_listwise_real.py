@@ -108,8 +108,7 @@ def test_first_scores_are_the_plain_models_next_token_logits_of_the_ids(listwise
 
 def test_generate_mode_on_smollm2_always_returns_a_permutation_and_counts_the_parse():
     r = ListwiseReranker(str(model_path("RERANK_TEST_LLM")), mode="generate", max_new_tokens=24)
-    hits = r.rerank(QUERY, DOCS)
+    hits, s = r.rerank_with_stats(QUERY, DOCS)
     assert sorted(h.index for h in hits) == [0, 1, 2]
-    s = r.last_stats
     assert s["windows"] == 1
     assert s["parse_complete"] + s["parse_repaired"] + s["parse_partial"] + s["parse_failed"] == 1

@@ -41,11 +41,10 @@ def test_schedules_on_real_model(core, schedule):
     # SmolLM2-135M leans to neither answer by much (P(" A") is 0.47-0.56 here), so PRP's tie rule
     # leaves most pairs tied; the soft variant keeps the small margins.
     r = PairwiseReranker(core, schedule=schedule, k=2, aggregation="soft")
-    hits = r.rerank(QUERY, DOCS)
+    hits, s = r.rerank_with_stats(QUERY, DOCS)
     assert sorted(h.index for h in hits) == [0, 1, 2, 3]
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
-    s = r.last_stats
     assert s["requested"] == s["comparisons"] + s["cache_hits"]
     if schedule == "allpair":
         assert (s["comparisons"], s["rounds"]) == (12, 1)

@@ -22,7 +22,6 @@ from rerank_plugins.scoring.attention import (
     check_supported,
     resolve_layers,
     span_sums,
-    suffix_attention,
 )
 from rerank_plugins.testing import tiny_model_dir
 
@@ -100,7 +99,7 @@ def test_capture_equals_eager_attentions(arch, model_root):
     eager = eager_rows(folder, ids, PREFIX)
     suffix, short = ids[PREFIX:], ids[PREFIX : PREFIX + 3]
     for layers in (None, [0], [1], [0, 2]):
-        rows, rows_short = suffix_attention(core, ids[:PREFIX], [suffix, short], layers=layers)
+        rows, rows_short = core.suffix_attention(ids[:PREFIX], [suffix, short], layers=layers)
         picked = range(3) if layers is None else layers
         ref = sum(eager[i] for i in picked)
         assert rows.shape == (len(suffix), len(ids))
@@ -109,7 +108,7 @@ def test_capture_equals_eager_attentions(arch, model_root):
         torch.testing.assert_close(rows_short, ref[:3, : PREFIX + 3], atol=2e-5, rtol=1e-4)
         # each row: one unit of probability per head and layer
         torch.testing.assert_close(rows.sum(-1), torch.full((len(suffix),), 4.0 * len(picked)))
-    per_layer = suffix_attention(core, ids[:PREFIX], [suffix], layers=[2, 0], per_layer=True)[0]
+    per_layer = core.suffix_attention(ids[:PREFIX], [suffix], layers=[2, 0], per_layer=True)[0]
     torch.testing.assert_close(per_layer, torch.stack([eager[0], eager[2]]), atol=2e-5, rtol=1e-4)
     assert core.model.config._attn_implementation == kernel != CAPTURE_IMPLEMENTATION
 
@@ -118,7 +117,7 @@ def test_sliding_window_rows_are_zero_outside_the_window(model_root):
     folder = build_model("mistral", model_root, sliding_window=6)
     core = get_core(folder, attn_implementation="sdpa")
     ids = core.tokenize(TEXT)
-    rows = suffix_attention(core, ids[:PREFIX], [ids[PREFIX:]])[0]
+    rows = core.suffix_attention(ids[:PREFIX], [ids[PREFIX:]])[0]
     for i in range(rows.shape[0]):
         pos = PREFIX + i
         assert torch.all(rows[i, : pos - 5] == 0)  # window 6: positions pos-5 .. pos
@@ -141,7 +140,7 @@ def test_attention_to_spans_matches_eager(tiny_model):
 def test_counts_forward_passes_and_tokens(tiny_core):
     ids = tiny_core.tokenize(TEXT)
     before = tiny_core.stats.snapshot()
-    suffix_attention(tiny_core, ids[:10], [ids[10:], ids[10:12]])
+    tiny_core.suffix_attention(ids[:10], [ids[10:], ids[10:12]])
     after = tiny_core.stats.snapshot()
     assert after["forward_passes"] - before["forward_passes"] == 3
     assert after["prompt_tokens"] - before["prompt_tokens"] == len(ids) + 2
@@ -150,15 +149,15 @@ def test_counts_forward_passes_and_tokens(tiny_core):
 def test_bad_arguments(tiny_core):
     ids = tiny_core.tokenize(TEXT)
     with pytest.raises(ValueError, match="prefix"):
-        suffix_attention(tiny_core, [], [ids])
+        tiny_core.suffix_attention([], [ids])
     with pytest.raises(ValueError, match="suffixes"):
-        suffix_attention(tiny_core, ids, [[]])
+        tiny_core.suffix_attention(ids, [[]])
     with pytest.raises(ValueError, match="out of range"):
-        suffix_attention(tiny_core, ids[:5], [ids[5:]], layers=[7])
+        tiny_core.suffix_attention(ids[:5], [ids[5:]], layers=[7])
     with pytest.raises(ValueError, match="before the query span"):
         attention_to_spans(tiny_core, ids, [(0, 12)], (10, 12))
     with pytest.raises(ValueError, match="exceeds the model's context"):
-        suffix_attention(tiny_core, ids * 200, [ids])
+        tiny_core.suffix_attention(ids * 200, [ids])
 
 
 def test_unsupported_architecture_fails_clearly(model_root):
@@ -167,7 +166,7 @@ def test_unsupported_architecture_fails_clearly(model_root):
     with pytest.raises(ValueError, match="does not support model type 'phi3'"):
         check_supported(core.model)
     with pytest.raises(ValueError, match="supported: gemma, gemma2"):
-        suffix_attention(core, [1, 2], [[3]])
+        core.suffix_attention([1, 2], [[3]])
 
 
 def test_span_sums_and_layers_pure():

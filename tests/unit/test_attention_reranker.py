@@ -14,8 +14,8 @@ from rerank_plugins.rerankers.attention import (
     document_scores,
     outlier_keep_mask,
     parse_layers,
-    window_schedule,
 )
+from rerank_plugins.rerankers.windows import window_schedule
 
 DOCS = [
     "Paris is the capital of France.",
@@ -131,7 +131,7 @@ def test_scores_equal_eager_recomputation(tiny_model, calibrate):
     got = r.score(QUERY, DOCS)
     want = eager_scores(tiny_model, r, calibrate)
     assert got == pytest.approx(want, abs=1e-5)
-    assert r.last_stats["windows"] == 1.0
+    assert r.rerank_with_stats(QUERY, DOCS)[1]["windows"] == 1.0
     assert [h.index for h in r.rerank(QUERY, DOCS)] == sorted(range(3), key=lambda i: -want[i])
 
 
@@ -156,9 +156,9 @@ def test_layer_subset_matches_a_manual_sum(tiny_model):
 
 def test_sliding_windows(tiny_model):
     docs = DOCS + ["Rome is the capital of Italy.", "yes no", "the a an of in on"]
-    r = AttentionReranker(str(tiny_model), window_size=3, window_stride=2)
+    r = AttentionReranker(str(tiny_model), window=3, stride=2)
     scores = r.score(QUERY, docs)
-    assert r.last_stats["windows"] == 3.0  # (3, 6), (1, 4), (0, 3)
+    assert r.rerank_with_stats(QUERY, docs)[1]["windows"] == 3.0  # (3, 6), (1, 4), (0, 3)
     hits = r.rerank(QUERY, docs)
     assert sorted(h.index for h in hits) == list(range(6))
     # the last window's three documents rank above the three finalised earlier
@@ -167,7 +167,7 @@ def test_sliding_windows(tiny_model):
     assert all(-bound / 2 < s < bound / 2 for s in top)
     assert all(s < -bound / 2 for s in (h.score for h in hits[3:]))
     # one window holding everything is the plain single-prompt score
-    assert AttentionReranker(str(tiny_model), window_size=6).score(QUERY, docs) == pytest.approx(
+    assert AttentionReranker(str(tiny_model), window=6).score(QUERY, docs) == pytest.approx(
         AttentionReranker(str(tiny_model)).score(QUERY, docs), abs=1e-6
     )
     assert len(scores) == 6
@@ -177,8 +177,8 @@ def test_auto_window_when_the_list_does_not_fit(tiny_model):
     r = AttentionReranker(str(tiny_model))
     r.core.max_length, saved = 160, r.core.max_length
     try:
-        hits = r.rerank(QUERY, DOCS * 3)
-        assert r.last_stats["windows"] > 1
+        hits, stats = r.rerank_with_stats(QUERY, DOCS * 3)
+        assert stats["windows"] > 1
         assert sorted(h.index for h in hits) == list(range(9))
     finally:
         r.core.max_length = saved
@@ -192,7 +192,7 @@ def test_registered_and_validates_arguments(tiny_model):
         ({"doc_max_tokens": 0}, "doc_max_tokens"),
         ({"calibrate": "yes"}, "calibrate"),
         ({"outlier_std": -1}, "outlier_std"),
-        ({"window_size": 2, "window_stride": 3}, "window_stride"),
+        ({"window": 2, "stride": 3}, "stride"),
         ({"layers": "5:"}, "selects no layer"),
         ({"layers": [9]}, "out of range"),
         ({"content_free_query": " "}, "content_free_query"),

@@ -33,6 +33,7 @@ class FakeCore:
         self.tokenizer = real.tokenizer
         self.max_length = real.max_length
         self.name = "fake"
+        self.capabilities = frozenset({"prompts", "logits", "generate"})
         self.stats = CoreStats()
         self.relevance = relevance
         self.bias = list(bias)
@@ -87,11 +88,11 @@ def order(hits) -> list[int]:
 def test_single_window_sorts_by_identifier_logits(real_core):
     core = fake(real_core, 5)
     r = ListwiseReranker(core, window=5, calibrate="none")
-    hits = r.rerank("q", [doc(i) for i in range(5)])
+    hits, stats = r.rerank_with_stats("q", [doc(i) for i in range(5)])
     assert order(hits) == [4, 3, 2, 1, 0]
     assert core.calls == [1]
-    assert r.last_stats["windows"] == 1 and r.last_stats["rows"] == 1
-    assert r.last_stats["top1_first_position"] == 0
+    assert stats["windows"] == 1 and stats["rows"] == 1
+    assert stats["top1_first_position"] == 0
     scores = [h.score for h in hits]
     assert [int(s) for s in scores] == [5, 4, 3, 2, 1]  # integer part: n - final position
     p = torch.softmax(torch.tensor([4.0, 3, 2, 1, 0], dtype=torch.float64), 0)
@@ -103,10 +104,10 @@ def test_sliding_window_back_to_front_exact_order(real_core):
     # [0,1,2,3,4] -> sort items 2,3,4 -> [0,1,4,3,2] -> sort items 0,1,4 -> [4,1,0,3,2]
     core = fake(real_core, 5)
     r = ListwiseReranker(core, window=3, stride=2, calibrate="none")
-    hits = r.rerank("q", [doc(i) for i in range(5)])
+    hits, stats = r.rerank_with_stats("q", [doc(i) for i in range(5)])
     assert order(hits) == [4, 1, 0, 3, 2]
     assert core.calls == [1, 1]
-    assert r.last_stats["windows"] == 2
+    assert stats["windows"] == 2
     along = [h.score for h in hits]
     assert along == sorted(along, reverse=True) and len(set(along)) == 5
 
@@ -115,23 +116,25 @@ def test_two_passes_finish_the_sort(real_core):
     core = fake(real_core, 5)
     r = ListwiseReranker(core, window=3, stride=2, passes=2, calibrate="none")
     # pass 2 on [4,1,0,3,2]: items 0,3,2 -> [4,1,3,2,0]; items 4,1,3 -> [4,3,1,2,0]
-    assert order(r.rerank("q", [doc(i) for i in range(5)])) == [4, 3, 1, 2, 0]
-    assert r.last_stats["windows"] == 4
+    hits, stats = r.rerank_with_stats("q", [doc(i) for i in range(5)])
+    assert order(hits) == [4, 3, 1, 2, 0]
+    assert stats["windows"] == 4
 
 
 def test_full_ranking_uses_one_window_over_everything(real_core):
     core = fake(real_core, 7)
     r = ListwiseReranker(core, window=3, stride=2, full_ranking=True, calibrate="none")
-    assert order(r.rerank("q", [doc(i) for i in range(7)])) == [6, 5, 4, 3, 2, 1, 0]
-    assert r.last_stats["windows"] == 1 and r.last_stats["full_ranking_fallback"] == 0
+    hits, stats = r.rerank_with_stats("q", [doc(i) for i in range(7)])
+    assert order(hits) == [6, 5, 4, 3, 2, 1, 0]
+    assert stats["windows"] == 1 and stats["full_ranking_fallback"] == 0
 
 
 def test_full_ranking_falls_back_when_identifiers_run_out(real_core):
     core = fake(real_core, 60)
     r = ListwiseReranker(core, window=20, stride=10, full_ranking=True, calibrate="none")
-    hits = r.rerank("q", [doc(i) for i in range(60)])
-    assert r.last_stats["full_ranking_fallback"] == 1
-    assert r.last_stats["windows"] == 5  # (40,60) (30,50) (20,40) (10,30) (0,20)
+    hits, stats = r.rerank_with_stats("q", [doc(i) for i in range(60)])
+    assert stats["full_ranking_fallback"] == 1
+    assert stats["windows"] == 5  # (40,60) (30,50) (20,40) (10,30) (0,20)
     assert order(hits)[:10] == list(range(59, 49, -1))  # a pass with stride 10 fixes the top 10
 
 
@@ -139,8 +142,9 @@ def test_position_bias_wins_without_calibration_and_is_removed_with_it(real_core
     bias = [10.0, 6.0, 3.0, 1.0, 0.0]  # the model prefers early identifiers whatever the content
     docs = [doc(i) for i in range(5)]
     raw = ListwiseReranker(fake(real_core, 5, bias), window=5, calibrate="none")
-    assert order(raw.rerank("q", docs)) == [0, 1, 2, 3, 4]
-    assert raw.last_stats["top1_first_position"] == 1
+    hits, stats = raw.rerank_with_stats("q", docs)
+    assert order(hits) == [0, 1, 2, 3, 4]
+    assert stats["top1_first_position"] == 1
     core = fake(real_core, 5, bias)
     cal = ListwiseReranker(core, window=5, calibrate="window")
     assert order(cal.rerank("q", docs)) == [4, 3, 2, 1, 0]
@@ -153,13 +157,14 @@ def test_position_bias_wins_without_calibration_and_is_removed_with_it(real_core
 def test_query_calibration_rows_of_a_batch_share_one_extra_call(real_core):
     core = fake(real_core, 5, [10.0, 6.0, 3.0, 1.0, 0.0])
     r = ListwiseReranker(core, window=5, calibrate="query")
-    assert order(r.rerank("what", [doc(i) for i in range(5)])) == [4, 3, 2, 1, 0]
+    hits, stats = r.rerank_with_stats("what", [doc(i) for i in range(5)])
+    assert order(hits) == [4, 3, 2, 1, 0]
     assert core.calls == [1, 1]  # the window row, then its short content-free row (not padded to the window)
-    assert r.last_stats["calibration_rows"] == 1 and r.last_stats["rows"] == 1
+    assert stats["calibration_rows"] == 1 and stats["rows"] == 1
     assert "Query: what" in core.prompts[-1] and core.prompts[-1].count("N/A") == 5
     core.calls.clear()
-    r.score_batch(["a", "b"], [[doc(i) for i in range(5)], [doc(1), doc(3), doc(0)]])
-    assert core.calls == [2, 2] and r.last_stats["calibration_rows"] == 2
+    r.rerank_batch(["a", "b"], [[doc(i) for i in range(5)], [doc(1), doc(3), doc(0)]])
+    assert core.calls == [2, 2]
 
 
 def test_permutation_self_consistency_cancels_a_linear_position_bias(real_core):
@@ -169,8 +174,9 @@ def test_permutation_self_consistency_cancels_a_linear_position_bias(real_core):
     assert order(one.rerank("q", docs)) == [0, 1, 2, 3, 4]
     core = fake(real_core, 5, bias)
     two = ListwiseReranker(core, window=5, calibrate="none", permutations=2)
-    assert order(two.rerank("q", docs)) == [4, 3, 2, 1, 0]
-    assert core.calls == [2] and two.last_stats["rows"] == 2
+    hits, stats = two.rerank_with_stats("q", docs)
+    assert order(hits) == [4, 3, 2, 1, 0]
+    assert core.calls == [2] and stats["rows"] == 2
     shown = [re.findall(r"item\d+x", p.split("Query:")[1]) for p in core.prompts]  # query "q" has no item
     assert shown == [docs, docs[::-1]]
 
@@ -182,7 +188,6 @@ def test_windows_of_several_queries_share_one_forward_pass_per_step(real_core):
     assert core.calls == [2, 1]  # step 0: q1's (2,5) and q2's only window; step 1: q1's (0,3)
     alone = [r.score("q1", [doc(i) for i in range(5)]), r.score("q2", [doc(3), doc(1)]), [1.0]]
     assert batch == alone
-    assert r.last_stats["windows"] == 1  # the last call's counters (q2 alone)
 
 
 def test_window_sizes_can_differ_within_one_batch(real_core):
@@ -199,10 +204,9 @@ def test_generate_mode_parses_and_counts(real_core):
     r = ListwiseReranker(core, mode="generate", window=3, stride=1)
     # windows (1,4) then (0,3): " B > A > B > Q" on items [1,2,3] -> [2,1,3] -> ranking [0,2,1,3]
     # " junk" on items [0,2,1] -> failed, kept -> [0,2,1,3]
-    hits = r.rerank("q", [doc(i) for i in range(4)])
+    hits, s = r.rerank_with_stats("q", [doc(i) for i in range(4)])
     assert order(hits) == [0, 2, 1, 3]
     assert [h.score for h in hits] == [4.0, 3.0, 2.0, 1.0]
-    s = r.last_stats
     assert (s["parse_complete"], s["parse_repaired"], s["parse_partial"], s["parse_failed"]) == (0, 0, 1, 1)
     assert (s["ids_duplicate"], s["ids_missing"], s["free_words"]) == (1, 4, 2)
     assert s["windows"] == 2
@@ -237,18 +241,21 @@ def test_bad_options_raise(real_core, kwargs, match):
 @pytest.mark.parametrize(
     ("mode", "calibrate", "want"),
     [
-        ("first", "auto", "window"),
-        ("first", None, "none"),
-        ("first", False, "none"),
-        ("first", True, "window"),
-        ("first", "query", "query"),
-        ("generate", "auto", "none"),
-        ("generate", None, "none"),
+        ("first", "auto", (True, "content_free")),
+        ("first", None, (False, "content_free")),
+        ("first", False, (False, "content_free")),
+        ("first", "none", (False, "content_free")),
+        ("first", True, (True, "content_free")),
+        ("first", "window", (True, "content_free")),
+        ("first", "query", (True, "real")),
+        ("generate", "auto", (False, "content_free")),
+        ("generate", None, (False, "content_free")),
     ],
 )
 def test_calibrate_none_means_no_calibration_not_the_default(real_core, mode, calibrate, want):
-    # The bench CLI parses `calibrate=none` to None; that must not fall back to "window".
-    assert ListwiseReranker(fake(real_core, 2), mode=mode, calibrate=calibrate).calibrate == want
+    # The bench CLI parses `calibrate=none` to None; that must not fall back to the default.
+    options = ListwiseReranker(fake(real_core, 2), mode=mode, calibrate=calibrate).options
+    assert (options.calibrate, options.calibration_query) == want
 
 
 def test_calibrate_none_from_a_bench_method_spec(tiny_model):
@@ -256,7 +263,7 @@ def test_calibrate_none_from_a_bench_method_spec(tiny_model):
 
     spec = parse_method_spec("listwise:calibrate=none,window=4")
     r = registry.create(spec.name, model=str(tiny_model), **spec.options)
-    assert r.describe()["calibrate"] == "none"
+    assert r.describe()["calibrate"] is False
 
 
 def test_registry_builds_it_on_the_tiny_model(tiny_model):
@@ -266,7 +273,8 @@ def test_registry_builds_it_on_the_tiny_model(tiny_model):
     hits = r.rerank("capital of France", docs)
     assert sorted(order(hits)) == list(range(6))
     assert hits == r.rerank("capital of France", docs)
-    assert r.describe()["mode"] == "first" and r.describe()["calibrate"] == "window"
+    assert r.describe()["mode"] == "first" and r.describe()["calibrate"] is True
+    assert r.describe()["calibration_query"] == "content_free"
 
 
 def test_first_mode_costs_one_forward_pass_per_window_on_a_real_core(tiny_model):

@@ -11,8 +11,8 @@ from rerank_plugins.rerankers.listwise import (
     permutation_orders,
     resolve_identifiers,
     window_log_probs,
-    window_schedule,
 )
+from rerank_plugins.rerankers.windows import window_schedule
 
 # --------------------------------------------------------------------------- window schedules
 
@@ -44,7 +44,7 @@ def test_schedule_disjoint_windows_and_passes():
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        ((10, 1, 1), "window must be >= 2"),
+        ((10, 0, 1), "window must be >= 1"),
         ((10, 4, 5), r"stride must be in \[1, window=4\]"),
         ((10, 4, 0), "stride must be in"),
         ((10, 4, 2, 0), "passes must be >= 1"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 
@@ -133,14 +135,13 @@ def test_passage_reuse_groups_by_passage_a(tiny_core):
 @pytest.mark.parametrize("schedule", ["allpair", "heapsort", "sliding"])
 def test_rerank_counters(tiny_core, schedule):
     r = PairwiseReranker(tiny_core, schedule=schedule, k=3)
-    before = tiny_core.stats.snapshot()["forward_passes"]
-    hits = r.rerank(QUERY, DOCS)
+    before = tiny_core.stats.snapshot()["prompt_tokens"]
+    hits, s = r.rerank_with_stats(QUERY, DOCS)
     n = len(DOCS)
     assert sorted(h.index for h in hits) == list(range(n))
-    s = r.last_stats
     assert s["requested"] == s["comparisons"] + s["cache_hits"]
     assert s["comparisons"] <= n * (n - 1)
-    assert s["forward_passes"] == tiny_core.stats.snapshot()["forward_passes"] - before
+    assert s["prompt_tokens"] == tiny_core.stats.snapshot()["prompt_tokens"] - before
     if schedule == "allpair":
         assert (s["comparisons"], s["cache_hits"], s["rounds"]) == (n * (n - 1), 0, 1)
         # which documents win: PRP's tie rule on plain-prompt probabilities, written out here
@@ -162,11 +163,13 @@ def test_rerank_counters(tiny_core, schedule):
 
 def test_top_k_sets_the_heap_depth(tiny_core):
     r = PairwiseReranker(tiny_core, schedule="heapsort", k=5)
-    full = r.rerank(QUERY, DOCS)
-    full_requested = r.last_stats["requested"]
-    top = r.rerank(QUERY, DOCS, top_k=1)
-    assert r.last_stats["requested"] < full_requested
+    full, full_stats = r.rerank_with_stats(QUERY, DOCS)
+    top, top_stats = r.rerank_with_stats(QUERY, DOCS, top_k=1)
+    assert top_stats["requested"] < full_stats["requested"]
     assert top == full[:1]
+    # the same depth through every door: rerank_batch and arerank read top_k too
+    assert r.rerank_batch([QUERY], [DOCS], top_k=1) == [top]
+    assert asyncio.run(r.arerank(QUERY, DOCS, top_k=1)) == top
 
 
 def test_soft_aggregation_scores_are_win_probabilities(tiny_core):
@@ -191,6 +194,7 @@ def test_registry_and_describe(tiny_model):
     assert r.describe() == {
         "name": "pairwise",
         "model": r.core.name,
+        "dtype": "float32",
         "schedule": "sliding",
         "k": 2,
         "aggregation": "ties",
