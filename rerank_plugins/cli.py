@@ -1,26 +1,27 @@
-"""The ``rerank-plugins`` command line.
+"""The ``rerank-plugins`` command line: every benchmark and the FAISS index tools.
 
 Subcommands are listed in :data:`SUBCOMMANDS`; adding one means writing an ``add_arguments``
 function (fills its argparse parser; imports nothing heavy) and a ``run`` function (takes the
 parsed namespace, returns the exit status; imports what it needs), then appending a
-:class:`Subcommand`.
+:class:`Subcommand`. The benchmarks themselves live in :mod:`rerank_plugins.evaluation`.
 
 Example:
     $ rerank-plugins bench --candidates bm25_dl19_top100.jsonl --qrels qrels.dl19-passage.txt \\
         --depth 20 --rel-level 2 --model ~/.cache/rerank-models/qwen --method pointwise --out bench-out/dl19
+    $ rerank-plugins index notes/ --embedder ~/.cache/rerank-models/minilm --out notes-index
+    $ rerank-plugins search notes-index "how do I rotate the keys?" -k 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from rerank_plugins.retrieval import cli as _retrieval_cli
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -99,6 +100,15 @@ def _method_spec(text: str) -> object:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line as run, recorded in the results."""
+    return "rerank-plugins " + shlex.join(getattr(args, "argv", []))
+
+
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("dataset (one of --candidates, --beir, --multihop)")
     src = data.add_mutually_exclusive_group(required=True)
@@ -156,7 +166,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the PNG plot")
     out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show tqdm progress bars (default: only on a terminal)")
-    out.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    _verbose(out)
 
 
 def _load_dataset(args: argparse.Namespace) -> tuple[str, list, dict]:
@@ -198,7 +208,7 @@ def _bench_run(args: argparse.Namespace) -> int:
     methods = [with_shared_options(m, shared) for m in args.methods]
     measures = list(DEFAULT_MEASURES) + [m for m in args.measures if m not in DEFAULT_MEASURES]
     out = Path(args.out) if args.out else Path("bench-out") / name
-    command = "rerank-plugins " + shlex.join(args.argv)
+    command = _command(args)
     try:
         result = run_benchmark(
             queries, qrels, methods, out_dir=out, depth=args.depth, limit=args.limit, dataset=name,
@@ -260,9 +270,156 @@ def _injection_run(args: argparse.Namespace) -> int:
     data = injection_bench.run(
         queries, qrels, args.methods, args.out, depth=args.depth, positions=args.positions,
         rel_level=args.rel_level, shared_options={"model": args.model, "dtype": args.dtype},
-        dataset=Path(args.candidates).stem, command="rerank-plugins " + shlex.join(args.argv),
+        dataset=Path(args.candidates).stem, command=_command(args),
     )
     print(injection_bench.render_markdown(data))
+    return 0
+
+
+# --------------------------------------------------------------------------- FAISS: index, search, bench-retrieval
+
+_KINDS = ["auto", "flat", "hnsw", "ivf", "ivfpq"]
+
+_INDEX_DESCRIPTION = """\
+Build a FAISS index and save it to a folder (plain files: index.faiss, documents.jsonl,
+manifest.json). SOURCE is a folder (every file matching --pattern, default *.txt and *.md,
+recursively; id = relative path) or a JSONL file (BEIR corpus layout by default: _id, title, text).
+"""
+
+_SEARCH_DESCRIPTION = """\
+Query a saved index (the embedder named in its manifest is loaded unless --embedder is given).
+"""
+
+_RETRIEVAL_DESCRIPTION = """\
+Dense retrieval benchmark on a BEIR folder: for each --embedder, embed the whole corpus once
+(timed), build each --kind of FAISS index over the vectors (timed), then run every judged query
+one at a time (median/p90 latency of embedding + search, and of the FAISS search alone) and
+evaluate the top --k with ir-measures (default nDCG@10, R@100). --baseline-run files (e.g. the
+shared BM25 run) are evaluated on the same queries. Each dense ranking is written as a TREC run
+(OUT/run.dense-EMBEDDER-KIND.txt) that `rerank-plugins bench --beir ... --run` can rerank.
+"""
+
+_RETRIEVAL_EPILOG = """\
+example (BENCHMARKS.md):
+  rerank-plugins bench-retrieval --beir ../shared/data/scifact --split test \\
+      --embedder "$RERANK_EMBED_MODEL" --embedder "$RERANK_EMBED_MODEL_LARGE" --kind flat --kind hnsw \\
+      --baseline-run bm25=../shared/data/scifact/runs/run.bm25.scifact.txt --out bench-out/scifact-dense
+"""
+
+
+def _index_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rerank-plugins index``."""
+    p.add_argument("source", metavar="SOURCE", help="a folder of text files, or a JSONL file")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to save the index into")
+    p.add_argument("--embedder", required=True, metavar="MODEL",
+                   help="sentence-transformers hub id or local folder")  # fmt: skip
+    p.add_argument("--kind", choices=_KINDS, default="auto", help="index kind (default: %(default)s)")
+    p.add_argument("--metric", choices=["ip", "l2"], default="ip", help="similarity (default: %(default)s)")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="do not L2-normalise vectors (default: normalise, so ip = cosine)")  # fmt: skip
+    p.add_argument("--pattern", dest="patterns", action="append", metavar="GLOB",
+                   help="file pattern for a folder SOURCE (repeatable; default: *.txt and *.md)")  # fmt: skip
+    p.add_argument("--id-field", default="_id", help="JSONL id field (default: %(default)s)")
+    p.add_argument("--text-field", default="text", help="JSONL text field (default: %(default)s)")
+    p.add_argument("--title-field", default="title",
+                   help="JSONL title field prepended to the text; '' for none (default: %(default)s)")  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="embedding batch (default: %(default)s)")
+    p.add_argument("--device", help="embedder device (default: CUDA when present, else CPU)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: only on a terminal)")  # fmt: skip
+    _verbose(p)
+
+
+def _index_run(args: argparse.Namespace) -> int:
+    """Build and save an index from a folder or a JSONL file."""
+    from rerank_plugins.retrieval import DEFAULT_PATTERNS, get_embedder, index_documents, load_folder, load_jsonl
+
+    src = Path(args.source)
+    if src.is_dir():
+        docs = load_folder(src, args.patterns or DEFAULT_PATTERNS)
+    elif src.is_file():
+        docs = load_jsonl(src, id_field=args.id_field, text_field=args.text_field, title_field=args.title_field or None)
+    else:
+        raise FileNotFoundError(f"{src}: no such folder or file")
+    if not docs:
+        raise ValueError(f"{src}: no documents found")
+    embedder = get_embedder(args.embedder, device=args.device)
+    index = index_documents(
+        docs, embedder=embedder, kind=args.kind, metric=args.metric, normalize=args.normalize,
+        batch_size=args.batch_size, show_progress=args.progress,
+    )  # fmt: skip
+    out = index.save(args.out)
+    print(f"indexed {len(index)} documents from {src} ({index.factory}, dim {index.dimension}) into {out}")
+    return 0
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rerank-plugins search``."""
+    p.add_argument("index", metavar="INDEX_DIR", help="a folder written by `rerank-plugins index`")
+    p.add_argument("query", help="the query text")
+    p.add_argument("-k", type=_positive_int, default=10, help="number of results (default: %(default)s)")
+    p.add_argument("--embedder", metavar="MODEL", help="query embedder (default: the one in the manifest)")
+    p.add_argument("--json", action="store_true", help="print JSON lines (id, score, text, metadata)")
+    _verbose(p)
+
+
+def _search_run(args: argparse.Namespace) -> int:
+    """Load a saved index and print the top results for one query."""
+    from rerank_plugins.retrieval import FaissIndex
+
+    index = FaissIndex.load(args.index, embedder=args.embedder, check_embedder_name=args.embedder is None)
+    for rank, r in enumerate(index.search(args.query, k=args.k), 1):
+        if args.json:
+            print(json.dumps({"rank": rank, "id": r.id, "score": r.score, "text": r.text, "metadata": r.metadata},
+                             ensure_ascii=False))  # fmt: skip
+        else:
+            snippet = " ".join(r.text.split())[:100]
+            print(f"{rank:>3}  {r.score:.4f}  {r.id}  {snippet}")
+    return 0
+
+
+def _retrieval_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rerank-plugins bench-retrieval``."""
+    p.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--split", default="test", help="qrels split (default: %(default)s)")
+    p.add_argument("--embedder", dest="embedders", action="append", required=True, metavar="MODEL",
+                   help="sentence-transformers hub id or folder (repeatable)")  # fmt: skip
+    p.add_argument("--kind", dest="kinds", action="append", choices=_KINDS, metavar="KIND",
+                   help="index kind: flat, hnsw, ivf, ivfpq, auto (repeatable; default: flat)")  # fmt: skip
+    p.add_argument("-k", "--depth", dest="k", type=_positive_int, default=100,
+                   help="retrieval depth evaluated and written as a run (default: %(default)s)")  # fmt: skip
+    p.add_argument("--measure", dest="measures", action="append", metavar="NAME",
+                   help="ir-measures measure (repeatable; default: nDCG@10 and R@100)")  # fmt: skip
+    p.add_argument("--baseline-run", dest="baselines", action="append", default=[], metavar="LABEL=FILE",
+                   help="a first-stage TREC run evaluated on the same queries (repeatable)")  # fmt: skip
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N judged queries")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="embedding batch (default: %(default)s)")
+    p.add_argument("--device", help="embedder device (default: CUDA when present, else CPU)")
+    p.add_argument("--out", default="bench-out/retrieval", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")  # fmt: skip
+    _verbose(p)
+
+
+def _retrieval_run(args: argparse.Namespace) -> int:
+    """Run the dense retrieval benchmark and print its table."""
+    from rerank_plugins.evaluation.retrieval_bench import DEFAULT_MEASURES, run_retrieval_benchmark
+
+    baselines = {}
+    for spec in args.baselines:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"--baseline-run expects LABEL=FILE, got {spec!r}")
+        baselines[label] = path
+    result = run_retrieval_benchmark(
+        args.beir, embedders=args.embedders, kinds=args.kinds or ["flat"], split=args.split, k=args.k,
+        measures=args.measures or DEFAULT_MEASURES, baseline_runs=baselines, limit=args.limit,
+        batch_size=args.batch_size, device=args.device, out_dir=args.out, progress=args.progress,
+        command=_command(args),
+    )  # fmt: skip
+    print(result.markdown)
+    written = [result.results_path, result.markdown_path, *result.run_paths.values()]
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -279,15 +436,12 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
 ]
 
-# FAISS retrieval (rerank_plugins/retrieval/cli.py holds the parsers and runners)
 SUBCOMMANDS += [
     Subcommand("index", "build a FAISS index from a folder of texts or a JSONL file, and save it",
-               _retrieval_cli.INDEX_DESCRIPTION, _retrieval_cli.add_index_arguments, _retrieval_cli.run_index),
-    Subcommand("search", "query a saved FAISS index", _retrieval_cli.SEARCH_DESCRIPTION,
-               _retrieval_cli.add_search_arguments, _retrieval_cli.run_search),
+               _INDEX_DESCRIPTION, _index_arguments, _index_run),
+    Subcommand("search", "query a saved FAISS index", _SEARCH_DESCRIPTION, _search_arguments, _search_run),
     Subcommand("bench-retrieval", "dense retrieval benchmark (FAISS) on a BEIR folder",
-               _retrieval_cli.BENCH_DESCRIPTION, _retrieval_cli.add_bench_arguments, _retrieval_cli.run_bench,
-               epilog=_retrieval_cli.BENCH_EPILOG),
+               _RETRIEVAL_DESCRIPTION, _retrieval_arguments, _retrieval_run, epilog=_RETRIEVAL_EPILOG),
     Subcommand("bench-injection", "prompt-injection benchmark: how far an instruction inside a document moves it",
                _INJECTION_DESCRIPTION, _injection_arguments, _injection_run),
 ]  # fmt: skip
