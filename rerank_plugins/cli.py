@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -98,6 +99,16 @@ def _method_spec(text: str) -> object:
         return parse_method_spec(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def _verbose(p: argparse.ArgumentParser) -> None:
@@ -423,6 +434,87 @@ def _retrieval_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench-decomposition
+
+_DECOMPOSITION_DESCRIPTION = """\
+Query decomposition benchmark on HotpotQA: does pooled retrieval find both supporting paragraphs?
+One flat FAISS index over every paragraph of the questions; per question four pipelines: dense
+(the question's top --k), dense+rerank (its top --rerank-depth reranked), decomp+pooled (the
+question and the sub-questions --llm writes, top --k each, reciprocal rank fusion) and
+decomp+pooled+rerank (the first --rerank-depth of that pool reranked against the question).
+Reports both@5, both@10 (both supporting paragraphs in the top 5 / 10), R@10, both@depth of the
+list handed to the reranker, and seconds per question. Writes OUT/results.json (checkpointed
+after every stage and batch; a rerun with the same --out resumes) and OUT/results.md.
+"""
+
+_DECOMPOSITION_EPILOG = """\
+example (BENCHMARKS.md, "Issue 9"):
+  rerank-plugins bench-decomposition --embedder "$RERANK_EMBED_MODEL" --llm "$RERANK_QUALITY_LLM" \\
+      --reranker "attention:layers=4:20" --doc-max-tokens 128 --k 10 --rerank-depth 15 --rerank-limit 250 \\
+      --max-subquestions 2 --max-new-tokens 64 --time-budget 1500 --out bench-out/hotpotqa-decomposition-attention
+"""
+
+
+def _decomposition_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="FILE",
+                   help="HotpotQA/IRCoT JSONL (default: the shared data's hotpotqa/dev_250.jsonl)")
+    p.add_argument("--embedder", metavar="MODEL",
+                   help="sentence-transformers folder or hub id for the index (default: $RERANK_EMBED_MODEL)")
+    p.add_argument("--llm", metavar="MODEL",
+                   help="the decomposer's model, folder or hub id (default: $RERANK_QUALITY_LLM)")
+    p.add_argument("--reranker", type=_method_spec, default="pointwise", metavar="SPEC",
+                   help="NAME[:KEY=VALUE,...] as for `bench --method`, e.g. attention:layers=4:20 "
+                        "(default: %(default)s)")
+    p.add_argument("--reranker-model", metavar="MODEL", help="model for the reranker (default: --llm)")
+    p.add_argument("--k", type=_positive_int, default=10,
+                   help="documents per query, and the dense list's length (default: %(default)s)")
+    p.add_argument("--rerank-depth", type=_positive_int, default=20,
+                   help="documents handed to the reranker (default: %(default)s)")
+    p.add_argument("--questions", type=_positive_int, metavar="N", help="use the first N questions (default: all)")
+    p.add_argument("--limit", type=_non_negative_int, metavar="N", help="decompose at most N questions (default: all)")
+    p.add_argument("--rerank-limit", type=_non_negative_int, default=40, metavar="N",
+                   help="rerank rows on the first N questions (default: %(default)s)")
+    p.add_argument("--gen-batch", type=_positive_int, default=1, metavar="N",
+                   help="questions per batched generation (default: %(default)s)")
+    p.add_argument("--doc-max-tokens", type=_positive_int, default=128, metavar="T",
+                   help="the reranker's per-paragraph token budget (default: %(default)s)")
+    p.add_argument("--max-subquestions", type=_positive_int, default=3, metavar="N",
+                   help="sub-questions per question at most (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N",
+                   help="the decomposer's generation budget (default: %(default)s)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="start no new question batch after this many seconds (default: none)")
+    p.add_argument("--out", default="bench-out/hotpotqa-decomposition", metavar="DIR",
+                   help="output folder, resumed if it holds results (default: %(default)s)")
+    _verbose(p)
+
+
+def _decomposition_run(args: argparse.Namespace) -> int:
+    from rerank_plugins import registry
+    from rerank_plugins.evaluation import decomposition_bench
+    from rerank_plugins.evaluation.bench import with_shared_options
+    from rerank_plugins.evaluation.loaders import default_data_dir, load_multihop
+
+    embedder = args.embedder or os.environ.get("RERANK_EMBED_MODEL")
+    llm = args.llm or os.environ.get("RERANK_QUALITY_LLM")
+    if not embedder or not llm:
+        raise ValueError("--embedder and --llm are required (or set RERANK_EMBED_MODEL / RERANK_QUALITY_LLM)")
+    examples = load_multihop(args.data or default_data_dir() / "hotpotqa" / "dev_250.jsonl")
+    if args.questions:
+        examples = examples[: args.questions]
+    spec = with_shared_options(args.reranker, {"model": args.reranker_model or llm,
+                                               "doc_max_tokens": args.doc_max_tokens})  # fmt: skip
+    data = decomposition_bench.run(
+        examples, embedder=embedder, llm=llm, reranker=registry.create(spec.name, **spec.options),
+        out=Path(args.out), k=args.k, rerank_depth=args.rerank_depth, limit=args.limit,
+        rerank_limit=args.rerank_limit, gen_batch=args.gen_batch, max_subquestions=args.max_subquestions,
+        max_new_tokens=args.max_new_tokens, time_budget=args.time_budget, command=_command(args),
+    )  # fmt: skip
+    print(decomposition_bench.report(data))
+    print(f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'results.md'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- registry and entry point
 
 SUBCOMMANDS: list[Subcommand] = [
@@ -444,6 +536,9 @@ SUBCOMMANDS += [
                _RETRIEVAL_DESCRIPTION, _retrieval_arguments, _retrieval_run, epilog=_RETRIEVAL_EPILOG),
     Subcommand("bench-injection", "prompt-injection benchmark: how far an instruction inside a document moves it",
                _INJECTION_DESCRIPTION, _injection_arguments, _injection_run),
+    Subcommand("bench-decomposition", "query decomposition benchmark on HotpotQA (pooled retrieval, reranking)",
+               _DECOMPOSITION_DESCRIPTION, _decomposition_arguments, _decomposition_run,
+               epilog=_DECOMPOSITION_EPILOG),
 ]  # fmt: skip
 
 
