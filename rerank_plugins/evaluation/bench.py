@@ -47,12 +47,11 @@ from rerank_plugins.evaluation.measure import (
     jsonable,
     load_1min,
     load_json,
-    machine,
-    machine_change,
     machine_footer,
     markdown_table,
     now,
     percentile,
+    resume_machine,
     save_json,
 )
 from rerank_plugins.evaluation.metrics import DEFAULT_MEASURES, evaluate, measure_names
@@ -322,11 +321,7 @@ def run_benchmark(
     if data is None:
         data = {"version": RESULTS_VERSION, "created": now(), "config": {}, "methods": {}}
     _check_resume(data, results_path, dataset=dataset, depth=depth, specs=specs)
-    here = machine()
-    change = machine_change(data["config"].get("machine"), here) if data["methods"] else None
-    if change and change not in data.setdefault("machine_notes", []):
-        logger.warning("%s: %s", results_path, change)
-        data["machine_notes"].append(change)
+    here = resume_machine(data, data["config"].get("machine") if data["methods"] else None, results_path)
     data["config"] = {
         "dataset": dataset,
         "depth": depth,

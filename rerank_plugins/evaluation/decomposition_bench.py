@@ -45,11 +45,10 @@ from rerank_plugins.evaluation.loaders import MultiHopExample
 from rerank_plugins.evaluation.measure import (
     load_1min,
     load_json,
-    machine,
-    machine_change,
     machine_footer,
     markdown_table,
     percentile,
+    resume_machine,
     save_json,
 )
 
@@ -157,12 +156,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     data: dict[str, Any] = load_json(path) or {}
-    here = machine()
-    change = machine_change(data.get("machine"), here)
-    if change and change not in data.setdefault("machine_notes", []):
-        logger.warning("%s: %s", path, change)
-        data["machine_notes"].append(change)
-    data["machine"] = here
+    data["machine"] = resume_machine(data, data.get("machine"), path)
     data["command"] = command
     data.setdefault("questions", {})
     per_q: dict[str, dict[str, Any]] = data["questions"]

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -45,8 +46,11 @@ __all__ = [
     "markdown_table",
     "now",
     "percentile",
+    "resume_machine",
     "save_json",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: CPU flags (``/proc/cpuinfo``) that decide whether bf16 matrix work is native: AVX-512 BF16
 #: instructions and the AMX tile unit. fp32 timings of two CPUs that differ here are comparable;
@@ -183,6 +187,23 @@ def machine_change(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
         return None
     diffs = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in _KIND_KEYS if before.get(k) != after.get(k)]
     return "records from another kind of machine: " + "; ".join(diffs) if diffs else None
+
+
+def resume_machine(
+    data: dict[str, Any], before: Mapping[str, Any] | None, source: object = "results"
+) -> dict[str, Any]:
+    """:func:`machine` now, for a results dict ``data`` whose records were made on ``before``.
+
+    When ``before`` is of another kind (:func:`machine_change`), the change is logged as a
+    warning naming ``source`` and added, once, to ``data["machine_notes"]``, which the reports
+    print under their tables (:func:`machine_footer`). Pass ``before=None`` for a fresh run.
+    """
+    here = machine()
+    change = machine_change(before, here)
+    if change and change not in data.setdefault("machine_notes", []):
+        logger.warning("%s: %s", source, change)
+        data["machine_notes"].append(change)
+    return here
 
 
 def machine_footer(info: Mapping[str, Any] | None, changes: Sequence[str] = ()) -> str:

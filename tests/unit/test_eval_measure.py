@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerank_plugins.evaluation import bench, injection_bench, measure
+from rerank_plugins.evaluation import injection_bench, measure
 from rerank_plugins.evaluation.bench import MethodSpec, run_benchmark
 from rerank_plugins.evaluation.loaders import Candidate, RerankQuery
 
@@ -138,7 +138,7 @@ def test_rerank_bench_records_the_machine_and_says_when_a_resume_changes_kind(
     assert "Warning" not in first.markdown
 
     real = measure.machine
-    monkeypatch.setattr(bench, "machine", lambda: _other_kind(real()))
+    monkeypatch.setattr(measure, "machine", lambda: _other_kind(real()))
     again = run_benchmark(QUERIES, QRELS, [], out_dir=tmp_path, plot=False, bare_forward=False, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["config"]["machine"]["cpu"] == "Some Other CPU"
@@ -157,6 +157,6 @@ def test_injection_bench_records_the_machine_and_the_load(tmp_path: Path, monkey
     assert "| s/query | load |" in md and f"Machine: {measure.machine_summary(data['machine'])}." in md
 
     real = measure.machine
-    monkeypatch.setattr(injection_bench, "machine", lambda: _other_kind(real()))
+    monkeypatch.setattr(measure, "machine", lambda: _other_kind(real()))
     data = injection_bench.run(QUERIES, QRELS, [MethodSpec("identity")], tmp_path, depth=2)
     assert len(data["machine_notes"]) == 1 and "Some Other CPU" in data["machine_notes"][0]
