@@ -110,7 +110,7 @@ def _method_spec(text: str) -> object:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _verbose(p: argparse.ArgumentParser) -> None:
+def _verbose(p: argparse._ActionsContainer) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
 
 

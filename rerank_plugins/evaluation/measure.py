@@ -131,18 +131,15 @@ def machine(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo", **extra: Any) -> 
         "gpu": None,
         "gpus": 0,
     }
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency of the package
-        torch = None
-    if torch is not None:
-        info["threads"] = torch.get_num_threads()
-        get_capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-        if get_capability is not None:
-            info["cpu_capability"] = str(get_capability())
-        if torch.cuda.is_available():
-            info["gpus"] = torch.cuda.device_count()
-            info["gpu"] = torch.cuda.get_device_name(0)
+    import torch
+
+    info["threads"] = torch.get_num_threads()
+    get_capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if get_capability is not None:
+        info["cpu_capability"] = str(get_capability())
+    if torch.cuda.is_available():
+        info["gpus"] = torch.cuda.device_count()
+        info["gpu"] = torch.cuda.get_device_name(0)
     info.update(extra)
     return info
 
