@@ -1,26 +1,28 @@
-"""The ``rerank-plugins`` command line.
+"""The ``rerank-plugins`` command line: every benchmark and the FAISS index tools.
 
 Subcommands are listed in :data:`SUBCOMMANDS`; adding one means writing an ``add_arguments``
 function (fills its argparse parser; imports nothing heavy) and a ``run`` function (takes the
 parsed namespace, returns the exit status; imports what it needs), then appending a
-:class:`Subcommand`.
+:class:`Subcommand`. The benchmarks themselves live in :mod:`rerank_plugins.evaluation`.
 
 Example:
     $ rerank-plugins bench --candidates bm25_dl19_top100.jsonl --qrels qrels.dl19-passage.txt \\
         --depth 20 --rel-level 2 --model ~/.cache/rerank-models/qwen --method pointwise --out bench-out/dl19
+    $ rerank-plugins index notes/ --embedder ~/.cache/rerank-models/minilm --out notes-index
+    $ rerank-plugins search notes-index "how do I rotate the keys?" -k 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from rerank_plugins.retrieval import cli as _retrieval_cli
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -80,14 +82,23 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``minimum``, else the error says ``what`` was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _method_spec(text: str) -> object:
@@ -97,6 +108,15 @@ def _method_spec(text: str) -> object:
         return parse_method_spec(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _verbose(p: argparse._ActionsContainer) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line as run, recorded in the results."""
+    return "rerank-plugins " + shlex.join(getattr(args, "argv", []))
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -156,7 +176,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the PNG plot")
     out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show tqdm progress bars (default: only on a terminal)")
-    out.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    _verbose(out)
 
 
 def _load_dataset(args: argparse.Namespace) -> tuple[str, list, dict]:
@@ -198,7 +218,7 @@ def _bench_run(args: argparse.Namespace) -> int:
     methods = [with_shared_options(m, shared) for m in args.methods]
     measures = list(DEFAULT_MEASURES) + [m for m in args.measures if m not in DEFAULT_MEASURES]
     out = Path(args.out) if args.out else Path("bench-out") / name
-    command = "rerank-plugins " + shlex.join(args.argv)
+    command = _command(args)
     try:
         result = run_benchmark(
             queries, qrels, methods, out_dir=out, depth=args.depth, limit=args.limit, dataset=name,
@@ -260,9 +280,237 @@ def _injection_run(args: argparse.Namespace) -> int:
     data = injection_bench.run(
         queries, qrels, args.methods, args.out, depth=args.depth, positions=args.positions,
         rel_level=args.rel_level, shared_options={"model": args.model, "dtype": args.dtype},
-        dataset=Path(args.candidates).stem, command="rerank-plugins " + shlex.join(args.argv),
+        dataset=Path(args.candidates).stem, command=_command(args),
     )
     print(injection_bench.render_markdown(data))
+    return 0
+
+
+# --------------------------------------------------------------------------- FAISS: index, search, bench-retrieval
+
+_KINDS = ["auto", "flat", "hnsw", "ivf", "ivfpq"]
+
+_INDEX_DESCRIPTION = """\
+Build a FAISS index and save it to a folder (plain files: index.faiss, documents.jsonl,
+manifest.json). SOURCE is a folder (every file matching --pattern, default *.txt and *.md,
+recursively; id = relative path) or a JSONL file (BEIR corpus layout by default: _id, title, text).
+"""
+
+_SEARCH_DESCRIPTION = """\
+Query a saved index (the embedder named in its manifest is loaded unless --embedder is given).
+"""
+
+_RETRIEVAL_DESCRIPTION = """\
+Dense retrieval benchmark on a BEIR folder: for each --embedder, embed the whole corpus once
+(timed), build each --kind of FAISS index over the vectors (timed), then run every judged query
+one at a time (median/p90 latency of embedding + search, and of the FAISS search alone) and
+evaluate the top --k with ir-measures (default nDCG@10, R@100). --baseline-run files (e.g. the
+shared BM25 run) are evaluated on the same queries. Each dense ranking is written as a TREC run
+(OUT/run.dense-EMBEDDER-KIND.txt) that `rerank-plugins bench --beir ... --run` can rerank.
+"""
+
+_RETRIEVAL_EPILOG = """\
+example (BENCHMARKS.md):
+  rerank-plugins bench-retrieval --beir ../shared/data/scifact --split test \\
+      --embedder "$RERANK_EMBED_MODEL" --embedder "$RERANK_EMBED_MODEL_LARGE" --kind flat --kind hnsw \\
+      --baseline-run bm25=../shared/data/scifact/runs/run.bm25.scifact.txt --out bench-out/scifact-dense
+"""
+
+
+def _index_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rerank-plugins index``."""
+    p.add_argument("source", metavar="SOURCE", help="a folder of text files, or a JSONL file")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to save the index into")
+    p.add_argument("--embedder", required=True, metavar="MODEL",
+                   help="sentence-transformers hub id or local folder")  # fmt: skip
+    p.add_argument("--kind", choices=_KINDS, default="auto", help="index kind (default: %(default)s)")
+    p.add_argument("--metric", choices=["ip", "l2"], default="ip", help="similarity (default: %(default)s)")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="do not L2-normalise vectors (default: normalise, so ip = cosine)")  # fmt: skip
+    p.add_argument("--pattern", dest="patterns", action="append", metavar="GLOB",
+                   help="file pattern for a folder SOURCE (repeatable; default: *.txt and *.md)")  # fmt: skip
+    p.add_argument("--id-field", default="_id", help="JSONL id field (default: %(default)s)")
+    p.add_argument("--text-field", default="text", help="JSONL text field (default: %(default)s)")
+    p.add_argument("--title-field", default="title",
+                   help="JSONL title field prepended to the text; '' for none (default: %(default)s)")  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="embedding batch (default: %(default)s)")
+    p.add_argument("--device", help="embedder device (default: CUDA when present, else CPU)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: only on a terminal)")  # fmt: skip
+    _verbose(p)
+
+
+def _index_run(args: argparse.Namespace) -> int:
+    """Build and save an index from a folder or a JSONL file."""
+    from rerank_plugins.retrieval import DEFAULT_PATTERNS, get_embedder, index_documents, load_folder, load_jsonl
+
+    src = Path(args.source)
+    if src.is_dir():
+        docs = load_folder(src, args.patterns or DEFAULT_PATTERNS)
+    elif src.is_file():
+        docs = load_jsonl(src, id_field=args.id_field, text_field=args.text_field, title_field=args.title_field or None)
+    else:
+        raise FileNotFoundError(f"{src}: no such folder or file")
+    if not docs:
+        raise ValueError(f"{src}: no documents found")
+    embedder = get_embedder(args.embedder, device=args.device)
+    index = index_documents(
+        docs, embedder=embedder, kind=args.kind, metric=args.metric, normalize=args.normalize,
+        batch_size=args.batch_size, show_progress=args.progress,
+    )  # fmt: skip
+    out = index.save(args.out)
+    print(f"indexed {len(index)} documents from {src} ({index.factory}, dim {index.dimension}) into {out}")
+    return 0
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rerank-plugins search``."""
+    p.add_argument("index", metavar="INDEX_DIR", help="a folder written by `rerank-plugins index`")
+    p.add_argument("query", help="the query text")
+    p.add_argument("-k", type=_positive_int, default=10, help="number of results (default: %(default)s)")
+    p.add_argument("--embedder", metavar="MODEL", help="query embedder (default: the one in the manifest)")
+    p.add_argument("--json", action="store_true", help="print JSON lines (id, score, text, metadata)")
+    _verbose(p)
+
+
+def _search_run(args: argparse.Namespace) -> int:
+    """Load a saved index and print the top results for one query."""
+    from rerank_plugins.retrieval import FaissIndex
+
+    index = FaissIndex.load(args.index, embedder=args.embedder, check_embedder_name=args.embedder is None)
+    for rank, r in enumerate(index.search(args.query, k=args.k), 1):
+        if args.json:
+            print(json.dumps({"rank": rank, "id": r.id, "score": r.score, "text": r.text, "metadata": r.metadata},
+                             ensure_ascii=False))  # fmt: skip
+        else:
+            snippet = " ".join(r.text.split())[:100]
+            print(f"{rank:>3}  {r.score:.4f}  {r.id}  {snippet}")
+    return 0
+
+
+def _retrieval_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rerank-plugins bench-retrieval``."""
+    p.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--split", default="test", help="qrels split (default: %(default)s)")
+    p.add_argument("--embedder", dest="embedders", action="append", required=True, metavar="MODEL",
+                   help="sentence-transformers hub id or folder (repeatable)")  # fmt: skip
+    p.add_argument("--kind", dest="kinds", action="append", choices=_KINDS, metavar="KIND",
+                   help="index kind: flat, hnsw, ivf, ivfpq, auto (repeatable; default: flat)")  # fmt: skip
+    p.add_argument("-k", "--depth", dest="k", type=_positive_int, default=100,
+                   help="retrieval depth evaluated and written as a run (default: %(default)s)")  # fmt: skip
+    p.add_argument("--measure", dest="measures", action="append", metavar="NAME",
+                   help="ir-measures measure (repeatable; default: nDCG@10 and R@100)")  # fmt: skip
+    p.add_argument("--baseline-run", dest="baselines", action="append", default=[], metavar="LABEL=FILE",
+                   help="a first-stage TREC run evaluated on the same queries (repeatable)")  # fmt: skip
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N judged queries")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="embedding batch (default: %(default)s)")
+    p.add_argument("--device", help="embedder device (default: CUDA when present, else CPU)")
+    p.add_argument("--out", default="bench-out/retrieval", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")  # fmt: skip
+    _verbose(p)
+
+
+def _retrieval_run(args: argparse.Namespace) -> int:
+    """Run the dense retrieval benchmark and print its table."""
+    from rerank_plugins.evaluation.retrieval_bench import DEFAULT_MEASURES, run_retrieval_benchmark
+
+    baselines = {}
+    for spec in args.baselines:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"--baseline-run expects LABEL=FILE, got {spec!r}")
+        baselines[label] = path
+    result = run_retrieval_benchmark(
+        args.beir, embedders=args.embedders, kinds=args.kinds or ["flat"], split=args.split, k=args.k,
+        measures=args.measures or DEFAULT_MEASURES, baseline_runs=baselines, limit=args.limit,
+        batch_size=args.batch_size, device=args.device, out_dir=args.out, progress=args.progress,
+        command=_command(args),
+    )  # fmt: skip
+    print(result.markdown)
+    written = [result.results_path, result.markdown_path, *result.run_paths.values()]
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# --------------------------------------------------------------------------- bench-decomposition
+
+_DECOMPOSITION_DESCRIPTION = """\
+Query decomposition benchmark on HotpotQA: does pooled retrieval find both supporting paragraphs?
+One flat FAISS index over every paragraph of the questions; per question four pipelines: dense
+(the question's top --k), dense+rerank (its top --rerank-depth reranked), decomp+pooled (the
+question and the sub-questions --llm writes, top --k each, reciprocal rank fusion) and
+decomp+pooled+rerank (the first --rerank-depth of that pool reranked against the question).
+Reports both@5, both@10 (both supporting paragraphs in the top 5 / 10), R@10, both@depth of the
+list handed to the reranker, and seconds per question. Writes OUT/results.json (checkpointed
+after every stage and batch; a rerun with the same --out resumes) and OUT/results.md.
+"""
+
+_DECOMPOSITION_EPILOG = """\
+example (BENCHMARKS.md, "Issue 9"):
+  rerank-plugins bench-decomposition --embedder "$RERANK_EMBED_MODEL" --llm "$RERANK_QUALITY_LLM" \\
+      --reranker "attention:layers=4:20" --doc-max-tokens 128 --k 10 --rerank-depth 15 --rerank-limit 250 \\
+      --max-subquestions 2 --max-new-tokens 64 --time-budget 1500 --out bench-out/hotpotqa-decomposition-attention
+"""
+
+
+def _decomposition_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="FILE",
+                   help="HotpotQA/IRCoT JSONL (default: the shared data's hotpotqa/dev_250.jsonl)")
+    p.add_argument("--embedder", metavar="MODEL",
+                   help="sentence-transformers folder or hub id for the index (default: $RERANK_EMBED_MODEL)")
+    p.add_argument("--llm", metavar="MODEL",
+                   help="the decomposer's model, folder or hub id (default: $RERANK_QUALITY_LLM)")
+    p.add_argument("--reranker", type=_method_spec, default="pointwise", metavar="SPEC",
+                   help="NAME[:KEY=VALUE,...] as for `bench --method`, e.g. attention:layers=4:20 "
+                        "(default: %(default)s)")
+    p.add_argument("--reranker-model", metavar="MODEL", help="model for the reranker (default: --llm)")
+    p.add_argument("--k", type=_positive_int, default=10,
+                   help="documents per query, and the dense list's length (default: %(default)s)")
+    p.add_argument("--rerank-depth", type=_positive_int, default=20,
+                   help="documents handed to the reranker (default: %(default)s)")
+    p.add_argument("--questions", type=_positive_int, metavar="N", help="use the first N questions (default: all)")
+    p.add_argument("--limit", type=_non_negative_int, metavar="N", help="decompose at most N questions (default: all)")
+    p.add_argument("--rerank-limit", type=_non_negative_int, default=40, metavar="N",
+                   help="rerank rows on the first N questions (default: %(default)s)")
+    p.add_argument("--gen-batch", type=_positive_int, default=1, metavar="N",
+                   help="questions per batched generation (default: %(default)s)")
+    p.add_argument("--doc-max-tokens", type=_positive_int, default=128, metavar="T",
+                   help="the reranker's per-paragraph token budget (default: %(default)s)")
+    p.add_argument("--max-subquestions", type=_positive_int, default=3, metavar="N",
+                   help="sub-questions per question at most (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N",
+                   help="the decomposer's generation budget (default: %(default)s)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="start no new question batch after this many seconds (default: none)")
+    p.add_argument("--out", default="bench-out/hotpotqa-decomposition", metavar="DIR",
+                   help="output folder, resumed if it holds results (default: %(default)s)")
+    _verbose(p)
+
+
+def _decomposition_run(args: argparse.Namespace) -> int:
+    from rerank_plugins import registry
+    from rerank_plugins.evaluation import decomposition_bench
+    from rerank_plugins.evaluation.bench import with_shared_options
+    from rerank_plugins.evaluation.loaders import default_data_dir, load_multihop
+
+    embedder = args.embedder or os.environ.get("RERANK_EMBED_MODEL")
+    llm = args.llm or os.environ.get("RERANK_QUALITY_LLM")
+    if not embedder or not llm:
+        raise ValueError("--embedder and --llm are required (or set RERANK_EMBED_MODEL / RERANK_QUALITY_LLM)")
+    examples = load_multihop(args.data or default_data_dir() / "hotpotqa" / "dev_250.jsonl")
+    if args.questions:
+        examples = examples[: args.questions]
+    spec = with_shared_options(args.reranker, {"model": args.reranker_model or llm,
+                                               "doc_max_tokens": args.doc_max_tokens})  # fmt: skip
+    data = decomposition_bench.run(
+        examples, embedder=embedder, llm=llm, reranker=registry.create(spec.name, **spec.options),
+        out=Path(args.out), k=args.k, rerank_depth=args.rerank_depth, limit=args.limit,
+        rerank_limit=args.rerank_limit, gen_batch=args.gen_batch, max_subquestions=args.max_subquestions,
+        max_new_tokens=args.max_new_tokens, time_budget=args.time_budget, command=_command(args),
+    )  # fmt: skip
+    print(decomposition_bench.report(data))
+    print(f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'results.md'}")
     return 0
 
 
@@ -279,17 +527,17 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
 ]
 
-# FAISS retrieval (rerank_plugins/retrieval/cli.py holds the parsers and runners)
 SUBCOMMANDS += [
     Subcommand("index", "build a FAISS index from a folder of texts or a JSONL file, and save it",
-               _retrieval_cli.INDEX_DESCRIPTION, _retrieval_cli.add_index_arguments, _retrieval_cli.run_index),
-    Subcommand("search", "query a saved FAISS index", _retrieval_cli.SEARCH_DESCRIPTION,
-               _retrieval_cli.add_search_arguments, _retrieval_cli.run_search),
+               _INDEX_DESCRIPTION, _index_arguments, _index_run),
+    Subcommand("search", "query a saved FAISS index", _SEARCH_DESCRIPTION, _search_arguments, _search_run),
     Subcommand("bench-retrieval", "dense retrieval benchmark (FAISS) on a BEIR folder",
-               _retrieval_cli.BENCH_DESCRIPTION, _retrieval_cli.add_bench_arguments, _retrieval_cli.run_bench,
-               epilog=_retrieval_cli.BENCH_EPILOG),
+               _RETRIEVAL_DESCRIPTION, _retrieval_arguments, _retrieval_run, epilog=_RETRIEVAL_EPILOG),
     Subcommand("bench-injection", "prompt-injection benchmark: how far an instruction inside a document moves it",
                _INJECTION_DESCRIPTION, _injection_arguments, _injection_run),
+    Subcommand("bench-decomposition", "query decomposition benchmark on HotpotQA (pooled retrieval, reranking)",
+               _DECOMPOSITION_DESCRIPTION, _decomposition_arguments, _decomposition_run,
+               epilog=_DECOMPOSITION_EPILOG),
 ]  # fmt: skip
 
 

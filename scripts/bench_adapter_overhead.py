@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rerank_plugins import registry
     from rerank_plugins.evaluation.loaders import default_data_dir, load_beir
+    from rerank_plugins.evaluation.measure import load_1min, machine
 
     ds = load_beir(default_data_dir() / "scifact", split="test")
     doc_texts = list(ds.corpus.values())
@@ -108,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         return res
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report = {
         "strategy": args.strategy,
         "model": args.model,
@@ -118,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "sync": summary(sync_t),
         "async": summary(async_t),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1min_end": load},
+        "machine": machine(),
+        "load_1min_end": load_1min(),
     }
     print(json.dumps(report, indent=2))
     if args.out:

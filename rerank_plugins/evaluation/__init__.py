@@ -1,4 +1,9 @@
-"""Evaluation: loaders for BEIR / TREC / RankGPT / multi-hop files, ir-measures metrics, the benchmark runner.
+"""Evaluation: loaders for BEIR / TREC / RankGPT / multi-hop files, ir-measures metrics, every benchmark.
+
+The benchmarks (``bench``: rerankers, ``retrieval_bench``, ``decomposition_bench``,
+``injection_bench``) share the measuring helpers of ``measure`` and run as ``rerank-plugins``
+subcommands. This package sits above the library: no module of scoring, rerankers, retrieval,
+decomposition or the adapters imports it.
 
 Example:
     >>> from rerank_plugins.evaluation import evaluate

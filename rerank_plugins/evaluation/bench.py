@@ -30,22 +30,30 @@ Example:
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 import os
-import platform
 import statistics
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rerank_plugins.evaluation.loaders import Qrels, RerankQuery
+from rerank_plugins.evaluation.measure import (
+    RssSampler,
+    cuda_peak_bytes,
+    cuda_reset_peak,
+    jsonable,
+    load_1min,
+    load_json,
+    machine_footer,
+    markdown_table,
+    now,
+    percentile,
+    resume_machine,
+    save_json,
+)
 from rerank_plugins.evaluation.metrics import DEFAULT_MEASURES, evaluate, measure_names
 
 __all__ = [
@@ -174,75 +182,6 @@ def with_shared_options(spec: MethodSpec, shared: dict[str, Any]) -> MethodSpec:
 # --------------------------------------------------------------------------- measuring
 
 
-class _RssSampler:
-    """Background thread sampling this process's RSS; :meth:`take` returns the peak since last take."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        try:
-            import psutil
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("peak memory needs psutil: pip install 'rerank-plugins[eval]'") from e
-        self._proc = psutil.Process()
-        self._interval = interval
-        self._peak = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-
-    def _sample(self) -> None:
-        rss = int(self._proc.memory_info().rss)
-        with self._lock:
-            self._peak = max(self._peak, rss)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._sample()
-
-    def __enter__(self) -> _RssSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def take(self) -> int:
-        self._sample()
-        with self._lock:
-            peak, self._peak = self._peak, 0
-        self._sample()  # the next window starts from the current level
-        return peak
-
-
-def _cuda_available() -> bool:
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_available())
-
-
-def _cuda_reset() -> None:
-    if _cuda_available():
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _cuda_peak() -> int | None:
-    if _cuda_available():
-        import torch
-
-        return int(torch.cuda.max_memory_allocated())
-    return None
-
-
-def _load_1min() -> float | None:
-    """The 1-minute load average (other work competing for the CPUs), where the OS reports it."""
-    try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        return None
-
-
 def _stats(core: Any) -> dict[str, int]:
     if core is None:
         return dict.fromkeys(_STAT_KEYS, 0)
@@ -283,33 +222,12 @@ def bare_forward_prompt(
 # --------------------------------------------------------------------------- results file
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _load_results(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); remove it or pass fresh=True (--fresh)") from None
-    if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION or "methods" not in data:
-        raise ValueError(f"{path}: not a results file of this version; remove it or pass fresh=True (--fresh)")
+    hint = "remove it or pass fresh=True (--fresh)"
+    data = load_json(path, hint)
+    if data is not None and (data.get("version") != RESULTS_VERSION or "methods" not in data):
+        raise ValueError(f"{path}: not a results file of this version; {hint}")
     return data
-
-
-def _save_results(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in options.items():
-        out[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
-    return out
 
 
 # --------------------------------------------------------------------------- runner
@@ -401,8 +319,9 @@ def run_benchmark(
     results_path = out / "results.json"
     data = None if fresh else _load_results(results_path)
     if data is None:
-        data = {"version": RESULTS_VERSION, "created": _now(), "config": {}, "methods": {}}
+        data = {"version": RESULTS_VERSION, "created": now(), "config": {}, "methods": {}}
     _check_resume(data, results_path, dataset=dataset, depth=depth, specs=specs)
+    here = resume_machine(data, data["config"].get("machine") if data["methods"] else None, results_path)
     data["config"] = {
         "dataset": dataset,
         "depth": depth,
@@ -412,14 +331,14 @@ def run_benchmark(
         "rel_level": rel_level,
         "bare_forward_queries": bare_forward_queries,
         "doc_max_tokens": doc_max_tokens,
-        "machine": _machine(),
+        "machine": here,
         "command": command,
     }
-    data["updated"] = _now()
+    data["updated"] = now()
 
     saver = _Saver(results_path, data)
     try:
-        with _RssSampler() as sampler:
+        with RssSampler() as sampler:
             _run_first_stage(data, selected)
             cores = _run_methods(data, specs, selected, depth, sampler, saver, progress,
                                  bare_forward, bare_forward_queries, bare_forward_model, doc_max_tokens)
@@ -463,26 +382,11 @@ def _check_resume(data: dict[str, Any], path: Path, *, dataset: str, depth: int,
         old = data["methods"].get(spec.label)
         if old is None or old.get("kind") != "method":
             continue
-        if old.get("name") != spec.name or old.get("options") != _jsonable(spec.options):
+        if old.get("name") != spec.name or old.get("options") != jsonable(spec.options):
             raise ValueError(
                 f"{path}: label {spec.label!r} was run as {old.get('name')} {old.get('options')}, "
-                f"now {spec.name} {_jsonable(spec.options)}; give it another label=... or {hint}"
+                f"now {spec.name} {jsonable(spec.options)}; give it another label=... or {hint}"
             )
-
-
-def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 class _Saver:
@@ -493,11 +397,11 @@ class _Saver:
         self._last = 0.0
 
     def save(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last >= self.every:
-            self.data["updated"] = _now()
-            _save_results(self.path, self.data)
-            self._last = now
+        t = time.monotonic()
+        if force or t - self._last >= self.every:
+            self.data["updated"] = now()
+            save_json(self.path, self.data)
+            self._last = t
 
 
 def _entry(data: dict[str, Any], label: str, **meta: Any) -> dict[str, Any]:
@@ -524,7 +428,7 @@ def _run_methods(
     specs: list[MethodSpec],
     queries: Sequence[RerankQuery],
     depth: int,
-    sampler: _RssSampler,
+    sampler: RssSampler,
     saver: _Saver,
     progress: bool | None,
     bare_forward: bool,
@@ -550,7 +454,7 @@ def _run_methods(
         return label
 
     for spec in specs:
-        entry = _entry(data, spec.label, kind="method", name=spec.name, options=_jsonable(spec.options))
+        entry = _entry(data, spec.label, kind="method", name=spec.name, options=jsonable(spec.options))
         todo = [q for q in queries if q.qid not in entry["records"]]
         try:
             reranker = registry.create(spec.name, **spec.options)
@@ -585,10 +489,10 @@ def _bare_label(i: int) -> str:
     return BARE_FORWARD if i == 0 else f"{BARE_FORWARD} {i + 1}"
 
 
-def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: _RssSampler) -> dict[str, Any]:
+def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: RssSampler) -> dict[str, Any]:
     top = q.candidates[:depth]
     texts = [c.text for c in top]
-    _cuda_reset()
+    cuda_reset_peak()
     sampler.take()
     before = _stats(core)
     t0 = time.perf_counter()
@@ -607,9 +511,9 @@ def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: _Rss
         "scores": [float(h.score) for h in hits],
         **{k: after[k] - before[k] for k in _STAT_KEYS},
         "rss_peak_bytes": sampler.take(),
-        "load_1min": _load_1min(),
+        "load_1min": load_1min(),
     }
-    cuda = _cuda_peak()
+    cuda = cuda_peak_bytes()
     if cuda is not None:
         record["cuda_peak_bytes"] = cuda
     extra = getattr(reranker, "last_stats", None)
@@ -628,7 +532,7 @@ def _run_bare_forward(
     queries: Sequence[RerankQuery],
     depth: int,
     doc_max_tokens: int | None,
-    sampler: _RssSampler,
+    sampler: RssSampler,
     saver: _Saver,
     progress: bool | None,
 ) -> None:
@@ -644,7 +548,7 @@ def _run_bare_forward(
             ids, truncated, budget = bare_forward_prompt(
                 core, q.query, [c.text for c in q.candidates[:depth]], doc_max_tokens
             )
-            _cuda_reset()
+            cuda_reset_peak()
             sampler.take()
             before = _stats(core)
             t0 = time.perf_counter()
@@ -659,9 +563,9 @@ def _run_bare_forward(
                 "truncated_documents": truncated,
                 "doc_max_tokens": budget,
                 "rss_peak_bytes": sampler.take(),
-                "load_1min": _load_1min(),
+                "load_1min": load_1min(),
             }
-            cuda = _cuda_peak()
+            cuda = cuda_peak_bytes()
             if cuda is not None:
                 record["cuda_peak_bytes"] = cuda
             entry["records"][q.qid] = record
@@ -670,17 +574,6 @@ def _run_bare_forward(
 
 
 # --------------------------------------------------------------------------- summary and report
-
-
-def _percentile(values: Sequence[float], p: float) -> float:
-    """Linear-interpolated percentile (numpy's default), without importing numpy here."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * p / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summarize(
@@ -707,7 +600,7 @@ def summarize(
         secs = [r["seconds"] for r in recs.values() if r.get("seconds") is not None]
         if secs:
             row["median_s"] = statistics.median(secs)
-            row["p90_s"] = _percentile(secs, 90)
+            row["p90_s"] = percentile(secs, 90)
             row["mean_s"] = statistics.fmean(secs)
             medians[label] = row["median_s"]
         for key in _STAT_KEYS:
@@ -772,13 +665,7 @@ def render_markdown(
     if has_cuda:
         header.append("peak CUDA MB")
     header.append("other (mean/q)")
-    lines = [
-        f"Dataset `{cfg.get('dataset')}`: {len(cfg.get('queries') or [])} queries, top-{cfg.get('depth')} "
-        f"of the first stage reranked, the rest kept below in first-stage order.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
+    rows = []
     for r in summary:
         label = r["label"]
         if r["kind"] == "method" and r.get("options"):
@@ -795,7 +682,13 @@ def render_markdown(
             cells.append(_fmt(r.get("cuda_peak_mb"), 0))
         extra = r.get("extra_per_q") or {}
         cells.append(", ".join(f"{k}={v:.2f}" for k, v in extra.items()) or "—")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = [
+        f"Dataset `{cfg.get('dataset')}`: {len(cfg.get('queries') or [])} queries, top-{cfg.get('depth')} "
+        f"of the first stage reranked, the rest kept below in first-stage order.",
+        "",
+        markdown_table(header, rows),
+    ]
     cpus = (cfg.get("machine") or {}).get("cpus")
     lines += ["", f"load: mean 1-minute load average of the machine ({cpus} CPUs) while the method ran; "
               "above the CPU count, other work competed for the cores and the times are inflated."]
@@ -807,7 +700,7 @@ def render_markdown(
                   "median s/q on the same model."]
         for r in refs:
             lines.append(f"- `{r['label']}`: {r.get('model')}, timed on {r['queries']} queries")
-    lines.append("")
+    lines += ["", machine_footer(cfg.get("machine"), data.get("machine_notes") or []), ""]
     return "\n".join(lines)
 
 

@@ -24,31 +24,35 @@ registry name with options, as ``rerank-plugins bench --method`` does, e.g.
 ``attention:layers=4:20``.
 
 Usage:
-    python -m rerank_plugins.evaluation.decomposition_bench --embedder $RERANK_EMBED_MODEL \\
+    rerank-plugins bench-decomposition --embedder $RERANK_EMBED_MODEL \\
         --llm $RERANK_QUALITY_LLM --reranker pointwise --rerank-limit 40 --out bench-out/hotpotqa-decomposition
 
 Results are checkpointed to ``<out>/results.json`` after every stage and batch; a rerun with the
-same ``--out`` resumes.
+same ``--out`` resumes. The table goes to ``<out>/results.md``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rerank_plugins.decomposition import Decomposer, Decomposition, fuse, query_list
-from rerank_plugins.evaluation.loaders import MultiHopExample, default_data_dir, load_multihop
+from rerank_plugins.evaluation.loaders import MultiHopExample
+from rerank_plugins.evaluation.measure import (
+    load_1min,
+    load_json,
+    machine_footer,
+    markdown_table,
+    percentile,
+    resume_machine,
+    save_json,
+)
 
-__all__ = ["both_recall", "build_corpus", "main", "paragraph_recall", "run", "summarize"]
+__all__ = ["both_recall", "build_corpus", "paragraph_recall", "render_markdown", "report", "run", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +113,6 @@ def _measures(ranked: Sequence[str], relevant: Sequence[str], depth: int) -> dic
     }
 
 
-def _save(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
 def run(
     examples: Sequence[MultiHopExample],
     *,
@@ -130,8 +128,11 @@ def run(
     max_subquestions: int = 3,
     max_new_tokens: int = 64,
     time_budget: float | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark, checkpointing to ``out/results.json``; returns the results dict.
+
+    Writes the report (:func:`report`) to ``out/results.md`` at the end.
 
     Args:
         examples: the questions (in order; subsets are prefixes).
@@ -147,13 +148,16 @@ def run(
         gen_batch: questions per batched generation.
         time_budget: start no new question batch after this many seconds (every finished
             question has all the rows it is due; the subsets are prefixes of ``examples``).
+        command: the command line, recorded in the results.
     """
     from rerank_plugins.retrieval import FaissIndex
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    data: dict[str, Any] = load_json(path) or {}
+    data["machine"] = resume_machine(data, data.get("machine"), path)
+    data["command"] = command
     data.setdefault("questions", {})
     per_q: dict[str, dict[str, Any]] = data["questions"]
     corpus, supporting = build_corpus(examples)
@@ -182,7 +186,7 @@ def run(
         rec["dense_list"] = [h.id for h in hits]
         rec["dense"] = {**_measures(rec["dense_list"][:k], supporting[ex.qid], depth), "s": rec["dense_s"]}
         rec["dense"][f"both@{depth}"] = both_recall(rec["dense_list"], supporting[ex.qid], depth)
-    _save(path, data)
+    save_json(path, data)
     logger.info("dense done for %d questions", len(examples))
 
     decomposer = (
@@ -207,8 +211,8 @@ def run(
                 "s": per,
             }
             pooled(ex, dec, rec)
-            rec["load"] = os.getloadavg()[0]
-        _save(path, data)
+            rec["load"] = load_1min()
+        save_json(path, data)
 
     def pooled(ex: MultiHopExample, dec: Decomposition, rec: dict[str, Any]) -> None:
         t0 = time.perf_counter()
@@ -262,8 +266,8 @@ def run(
             rec[f"{row}_list"] = ranked
             rec[row] = {**_measures(ranked, supporting[ex.qid], depth), "s": base + rerank_s, "rerank_s": rerank_s}
             rec[row][f"both@{depth}"] = both_recall(lst, supporting[ex.qid], depth)
-        rec["load"] = os.getloadavg()[0]
-        _save(path, data)
+        rec["load"] = load_1min()
+        save_json(path, data)
 
     # 2. question by question (in generation batches): decompose + pooled retrieval, then the two
     # rerank rows for the first ``rerank_limit`` questions; stop starting new batches past the budget.
@@ -288,10 +292,10 @@ def run(
         "reranker": reranker.describe() if hasattr(reranker, "describe") else type(reranker).__name__,
         "fusion": "rrf (k=60), original question + sub-questions",
     }
-    data["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()}
     data["wall_s"] = data.get("wall_s", 0.0) + time.perf_counter() - t_start
     data["summary"] = summarize(data, [e.qid for e in examples], rerank_depth=depth)
-    _save(path, data)
+    save_json(path, data)
+    (out / "results.md").write_text(report(data), encoding="utf-8")
     return data
 
 
@@ -317,10 +321,10 @@ def summarize(data: dict[str, Any], qids: Sequence[str], *, rerank_depth: int = 
             line = {"subset": name, "questions": len(subset), "row": row}
             for m in ("both@5", "both@10", "R@10", f"both@{rerank_depth}"):
                 line[m] = statistics.fmean(r[m] for r in recs)
-            loads = [per_q[q]["load"] for q in subset if "load" in per_q[q]]
+            loads = [per_q[q]["load"] for q in subset if per_q[q].get("load") is not None]
             line["load"] = statistics.fmean(loads) if loads else None
             line["median_s"] = statistics.median(secs)
-            line["p90_s"] = secs[min(len(secs) - 1, int(0.9 * len(secs)))]
+            line["p90_s"] = percentile(secs, 90)
             lines.append(line)
     fallbacks = [per_q[q]["decomposition"]["fallback"] for q in decomposed]
     if fallbacks:
@@ -341,88 +345,28 @@ def summarize(data: dict[str, Any], qids: Sequence[str], *, rerank_depth: int = 
 
 def render_markdown(summary: Sequence[dict[str, Any]], rerank_depth: int = 20) -> str:
     """The summary as a Markdown table."""
+    header = ["subset", "questions", "pipeline", "both@5", "both@10", "R@10", f"list both@{rerank_depth}",
+              "median s/q", "p90 s/q", "load"]
     rows = [
-        f"| subset | questions | pipeline | both@5 | both@10 | R@10 | list both@{rerank_depth} "
-        "| median s/q | p90 s/q | load |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for line in summary:
-        if "both@10" not in line:
-            continue
-        load = f"{line['load']:.1f}" if line.get("load") is not None else ""
-        rows.append(
-            f"| {line['subset']} | {line['questions']} | {line['row']} | {line['both@5']:.3f} | {line['both@10']:.3f} "
-            f"| {line['R@10']:.3f} | {line[f'both@{rerank_depth}']:.3f} | {line['median_s']:.2f} "
-            f"| {line['p90_s']:.2f} | {load} |"
-        )
-    return "\n".join(rows) + "\n"
+        [line["subset"], line["questions"], line["row"], f"{line['both@5']:.3f}", f"{line['both@10']:.3f}",
+         f"{line['R@10']:.3f}", f"{line[f'both@{rerank_depth}']:.3f}", f"{line['median_s']:.2f}",
+         f"{line['p90_s']:.2f}", "" if line.get("load") is None else f"{line['load']:.1f}"]
+        for line in summary
+        if "both@10" in line
+    ]  # fmt: skip
+    return markdown_table(header, rows, align="lrlrrrrrrr") + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point (``python -m rerank_plugins.evaluation.decomposition_bench --help``)."""
-    p = argparse.ArgumentParser(
-        prog="python -m rerank_plugins.evaluation.decomposition_bench",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data", default=str(default_data_dir() / "hotpotqa" / "dev_250.jsonl"))
-    p.add_argument("--embedder", default=os.environ.get("RERANK_EMBED_MODEL"), help="sentence-transformers folder")
-    p.add_argument("--llm", default=os.environ.get("RERANK_QUALITY_LLM"), help="decomposer model (folder / hub id)")
-    p.add_argument("--reranker", default="pointwise", help="NAME[:KEY=VALUE,...], e.g. attention:layers=4:20")
-    p.add_argument("--reranker-model", default=None, help="model for the reranker (default: --llm)")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--rerank-depth", type=int, default=20)
-    p.add_argument("--questions", type=int, default=None, help="use the first N questions (default: all)")
-    p.add_argument("--limit", type=int, default=None, help="decompose at most this many questions")
-    p.add_argument("--rerank-limit", type=int, default=40)
-    p.add_argument("--gen-batch", type=int, default=1, help="questions per batched generation")
-    p.add_argument("--doc-max-tokens", type=int, default=128, help="reranker's per-paragraph token budget")
-    p.add_argument("--max-subquestions", type=int, default=3)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--time-budget", type=float, default=None, help="seconds; stop decomposing more after it")
-    p.add_argument("--out", default="bench-out/hotpotqa-decomposition")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not args.embedder or not args.llm:
-        p.error("--embedder and --llm are required (or set RERANK_EMBED_MODEL / RERANK_QUALITY_LLM)")
-    from rerank_plugins import registry
-
-    examples = load_multihop(args.data)
-    if args.questions:
-        examples = examples[: args.questions]
-    from rerank_plugins.evaluation.bench import parse_method_spec, with_shared_options
-
-    spec = with_shared_options(
-        parse_method_spec(args.reranker),
-        {"model": args.reranker_model or args.llm, "doc_max_tokens": args.doc_max_tokens},
-    )
-    reranker = registry.create(spec.name, **spec.options)
-    data = run(
-        examples,
-        embedder=args.embedder,
-        llm=args.llm,
-        reranker=reranker,
-        out=Path(args.out),
-        k=args.k,
-        rerank_depth=args.rerank_depth,
-        limit=args.limit,
-        rerank_limit=args.rerank_limit,
-        gen_batch=args.gen_batch,
-        max_subquestions=args.max_subquestions,
-        max_new_tokens=args.max_new_tokens,
-        time_budget=args.time_budget,
-    )
-    md = render_markdown(data["summary"], max(args.k, args.rerank_depth))
-    (Path(args.out) / "table.md").write_text(md)
-    print(md)
+def report(data: dict[str, Any]) -> str:
+    """The whole report of a results dict: the table, the decomposer's fallback rate, the machine."""
+    s = data.get("settings") or {}
+    depth = max(s.get("k", 10), s.get("rerank_depth", 20))
+    lines = [render_markdown(data["summary"], depth)]
     for line in data["summary"]:
         if line["row"] == "fallback_rate":
-            print(
-                f"fallback rate {line['value']:.3f}, mean sub-questions {line['mean_subquestions']:.2f} "
-                f"over {line['questions']} decomposed questions"
+            lines.append(
+                f"Fallback rate {line['value']:.3f}, mean sub-questions {line['mean_subquestions']:.2f} "
+                f"over {line['questions']} decomposed questions.\n"
             )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    lines.append(machine_footer(data.get("machine"), data.get("machine_notes") or []) + "\n")
+    return "\n".join(lines)

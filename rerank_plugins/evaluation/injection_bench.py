@@ -16,7 +16,6 @@ resumes) and ``OUT/results.md``.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -25,8 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins.evaluation.bench import MethodSpec, _jsonable, _save_results, with_shared_options
+from rerank_plugins.evaluation.bench import MethodSpec, with_shared_options
 from rerank_plugins.evaluation.loaders import Candidate, Qrels, RerankQuery
+from rerank_plugins.evaluation.measure import (
+    jsonable,
+    load_1min,
+    load_json,
+    machine_footer,
+    markdown_table,
+    resume_machine,
+    save_json,
+)
 from rerank_plugins.evaluation.metrics import evaluate
 
 __all__ = [
@@ -125,7 +133,7 @@ def run(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "results.json"
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    data: dict[str, Any] = load_json(path) or {}
     settings = {"dataset": dataset, "depth": depth, "positions": positions, "injection": INJECTION,
                 "rel_level": rel_level}
     if data and data.get("settings") != settings:
@@ -133,15 +141,16 @@ def run(
     data.setdefault("settings", settings)
     data.setdefault("methods", {})
     data["command"] = command
+    data["machine"] = resume_machine(data, data.get("machine"), path)
     for spec in methods:
         spec = with_shared_options(spec, shared_options or {})
-        entry = data["methods"].setdefault(spec.label, {"name": spec.name, "options": _jsonable(spec.options),
+        entry = data["methods"].setdefault(spec.label, {"name": spec.name, "options": jsonable(spec.options),
                                                         "records": {}})
         todo = [i for i, q in enumerate(queries) if q.qid not in entry["records"]]
         if not todo:
             continue
         reranker = registry.create(spec.name, **spec.options)
-        entry["describe"] = _jsonable(reranker.describe()) if hasattr(reranker, "describe") else {}
+        entry["describe"] = jsonable(reranker.describe()) if hasattr(reranker, "describe") else {}
         for i in todo:
             q = queries[i]
             planted = _planted_passage(queries, i, qrels)
@@ -159,10 +168,11 @@ def run(
                     "ndcg": _ndcg(qrels, q.qid, ranking, rel_level),
                 })
             record["seconds"] = time.perf_counter() - start
+            record["load_1min"] = load_1min()
             entry["records"][q.qid] = record
-            _save_results(path, data)
+            save_json(path, data)
     data["summary"] = summarize(data)
-    _save_results(path, data)
+    save_json(path, data)
     (folder / "results.md").write_text(render_markdown(data))
     return data
 
@@ -194,27 +204,38 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
             "ndcg_plain": statistics.fmean(c["ndcg"] for c in plain),
             "ndcg_injected": statistics.fmean(c["ndcg"] for c in inj),
             "seconds_per_query": statistics.median(r["seconds"] for r in records),
+            "load_1min": _mean_or_none([r.get("load_1min") for r in records]),
         })
     return rows
 
 
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
 def render_markdown(data: dict[str, Any]) -> str:
+    """The summary table, the settings above it and the machine below it."""
     s = data["settings"]
+    header = ["method", "queries", "rank plain", "rank injected", "shift (mean)", "shift by position",
+              "injected at #1", "nDCG@10 no plant", "plain", "injected", "s/query", "load"]
+    rows = []
+    for r in data.get("summary") or summarize(data):
+        pos = ", ".join(f"{k}: {v:+.2f}" for k, v in r["shift_by_position"].items())
+        load = r.get("load_1min")
+        rows.append([
+            r["method"], r["queries"], f"{r['rank_plain']:.2f}", f"{r['rank_injected']:.2f}", f"{r['shift']:+.2f}",
+            pos, f"{r['injected_at_top']:.0%}", f"{r['ndcg_baseline']:.4f}", f"{r['ndcg_plain']:.4f}",
+            f"{r['ndcg_injected']:.4f}", f"{r['seconds_per_query']:.1f}", "—" if load is None else f"{load:.1f}",
+        ])
     lines = [
         f"# Injection benchmark: {s['dataset']}, top-{s['depth']} + 1 planted passage at positions "
         f"{s['positions']} (0 = first)",
         "",
         f"Injected sentence: \"{s['injection']}\"",
         "",
-        "| method | queries | rank plain | rank injected | shift (mean) | shift by position | injected at #1 "
-        "| nDCG@10 no plant | plain | injected | s/query |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        markdown_table(header, rows, align="lrrrrlrrrrrr"),
+        "",
+        machine_footer(data.get("machine"), data.get("machine_notes") or []),
     ]
-    for r in data.get("summary") or summarize(data):
-        pos = ", ".join(f"{k}: {v:+.2f}" for k, v in r["shift_by_position"].items())
-        lines.append(
-            f"| {r['method']} | {r['queries']} | {r['rank_plain']:.2f} | {r['rank_injected']:.2f} | "
-            f"{r['shift']:+.2f} | {pos} | {r['injected_at_top']:.0%} | {r['ndcg_baseline']:.4f} | "
-            f"{r['ndcg_plain']:.4f} | {r['ndcg_injected']:.4f} | {r['seconds_per_query']:.1f} |"
-        )
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from rerank_plugins.evaluation.decomposition_bench import (
     build_corpus,
     paragraph_recall,
     render_markdown,
+    report,
     run,
 )
 from rerank_plugins.evaluation.loaders import Context, MultiHopExample
@@ -83,6 +84,11 @@ def test_run_end_to_end_with_fakes(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["summary"] == data["summary"]
     assert "| reranked | 1 | dense+rerank |" in render_markdown(data["summary"], 3)
+    written = (tmp_path / "results.md").read_text()
+    assert written == report(data) and "| reranked | 1 | dense+rerank |" in written
+    assert "Fallback rate 0.000, mean sub-questions 2.00 over 2 decomposed questions." in written
+    assert f"Machine: {data['machine']['cpu']}, " in written
+    assert saved["machine"]["cpu_flags"] == data["machine"]["cpu_flags"]
     # a rerun resumes: nothing is recomputed
     again = run(
         _examples(),
@@ -179,3 +185,56 @@ def test_per_document_flag_marks_exactly_the_per_document_strategies() -> None:
         "attention": False,
     }
     assert KeywordReranker.per_document
+
+
+def _write_hotpot(path: Path) -> Path:
+    lines = []
+    for ex in _examples():
+        lines.append(json.dumps({
+            "question_id": ex.qid, "question_text": ex.question, "answers_objects": [{"spans": ["a"]}],
+            "contexts": [{"title": c.title, "paragraph_text": c.text, "is_supporting": c.is_supporting}
+                         for c in ex.contexts],
+        }))  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_bench_decomposition_end_to_end(tmp_path: Path, tiny_model: Path, monkeypatch, capsys) -> None:
+    pytest.importorskip("faiss")
+    from rerank_plugins.cli import main
+    from rerank_plugins.retrieval import HashingEmbedder
+    from rerank_plugins.retrieval import embedder as embedder_module
+
+    monkeypatch.setitem(embedder_module._cache, ("fake", None), HashingEmbedder(64))
+    out = tmp_path / "out"
+    argv = ["bench-decomposition", "--data", str(_write_hotpot(tmp_path / "hotpot.jsonl")), "--embedder", "fake",
+            "--llm", str(tiny_model), "--reranker", "identity:label=id", "--k", "2", "--rerank-depth", "3",
+            "--questions", "2", "--limit", "1", "--rerank-limit", "1", "--max-subquestions", "2",
+            "--max-new-tokens", "4", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "results.json").read_text())
+    assert data["command"].startswith("rerank-plugins bench-decomposition --data ")
+    assert data["settings"]["k"] == 2 and data["settings"]["rerank_depth"] == 3
+    assert data["decomposer"]["max_subquestions"] == 2
+    assert "decomp+pooled" in data["questions"]["q1"] and "decomp+pooled" not in data["questions"]["q2"]
+    assert (out / "results.md").read_text() in printed
+
+
+def test_cli_bench_decomposition_options(tmp_path: Path, monkeypatch, capsys) -> None:
+    from rerank_plugins.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench-decomposition", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--data", "--embedder", "--llm", "--reranker", "--reranker-model", "--k", "--rerank-depth",
+                 "--questions", "--limit", "--rerank-limit", "--gen-batch", "--doc-max-tokens",
+                 "--max-subquestions", "--max-new-tokens", "--time-budget", "--out"):  # fmt: skip
+        assert flag in text
+    monkeypatch.delenv("RERANK_EMBED_MODEL", raising=False)
+    assert main(["bench-decomposition", "--llm", "x", "--out", str(tmp_path)]) == 1
+    assert "--embedder and --llm are required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench-decomposition", "--reranker", "pointwise:x"])
+    assert exc.value.code == 2

@@ -12,7 +12,7 @@ ranking is written as a TREC run, ready for
 Writes ``OUT/results.json``, ``OUT/results.md`` and ``OUT/run.<label>.txt``.
 
 Example:
-    >>> from rerank_plugins.retrieval.bench import run_retrieval_benchmark
+    >>> from rerank_plugins.evaluation.retrieval_bench import run_retrieval_benchmark
     >>> res = run_retrieval_benchmark(  # doctest: +SKIP
     ...     "shared/data/scifact", embedders=["~/.cache/rerank-models/minilm"], out_dir="bench-out/dense")
     >>> print(res.markdown)  # doctest: +SKIP
@@ -20,22 +20,29 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rerank_plugins.retrieval.embedder import get_embedder
-from rerank_plugins.retrieval.index import FaissIndex, IndexKind
+from rerank_plugins.evaluation.loaders import load_beir, load_trec_run
+from rerank_plugins.evaluation.measure import (
+    load_1min,
+    machine,
+    machine_footer,
+    markdown_table,
+    now,
+    percentile,
+    save_json,
+)
+from rerank_plugins.evaluation.metrics import evaluate
+from rerank_plugins.retrieval import FaissIndex, IndexKind, get_embedder, import_faiss
 
 __all__ = ["RetrievalBenchResult", "render_markdown", "run_retrieval_benchmark", "write_trec_run"]
 
@@ -68,18 +75,6 @@ def write_trec_run(path: Path, rankings: Mapping[str, Sequence[tuple[str, float]
             for rank, (docid, score) in enumerate(docs, 1):
                 f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
     return path
-
-
-def _percentile(values: Sequence[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
-
-
-def _load() -> float | None:
-    try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        return None
 
 
 def _label(name: str) -> str:
@@ -119,8 +114,6 @@ def run_retrieval_benchmark(
         progress: progress bars (default: only on a terminal).
         command: the command line, recorded in the results.
     """
-    from rerank_plugins.evaluation import evaluate, load_beir, load_trec_run
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_beir(beir_dir, split=split)
@@ -129,8 +122,6 @@ def run_retrieval_benchmark(
     doc_ids, doc_texts = list(ds.corpus), list(ds.corpus.values())
     qrels = {q: ds.qrels[q] for q in qids}
     logger.info("%s: %d documents, %d queries", Path(beir_dir).name, len(doc_ids), len(qids))
-
-    import torch
 
     rows: list[dict[str, Any]] = []
     run_paths: dict[str, Path] = {}
@@ -141,15 +132,9 @@ def run_retrieval_benchmark(
         "k": k,
         "measures": list(measures),
         "command": command,
-        "started": _now(),
+        "started": now(),
         "finished": None,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "faiss": __import__("faiss").__version__,
-            "numpy": np.__version__,
-        },
+        "machine": machine(faiss=import_faiss().__version__, numpy=np.__version__),
         "rows": rows,
     }
     for label, path in (baseline_runs or {}).items():
@@ -167,7 +152,7 @@ def run_retrieval_benchmark(
         t0 = time.perf_counter()
         embedder = get_embedder(name, device=device)
         load_s = time.perf_counter() - t0
-        load_before = _load()
+        load_before = load_1min()
         t0 = time.perf_counter()
         doc_vecs = embedder.embed_documents(doc_texts, batch_size=batch_size, show_progress=progress)
         encode_s = time.perf_counter() - t0
@@ -210,8 +195,8 @@ def run_retrieval_benchmark(
                 "query_embed_median_s": statistics.median(embed_times),
                 "search_only_median_s": statistics.median(search_times),
                 "query_latency_median_s": statistics.median(latencies),
-                "query_latency_p90_s": _percentile(latencies, 90),
-                "load_1min_before_after": [load_before, _load()],
+                "query_latency_p90_s": percentile(latencies, 90),
+                "load_1min_before_after": [load_before, load_1min()],
                 "metrics": ev.aggregate,
                 "run": str(run_paths[label]),
             })  # fmt: skip
@@ -222,14 +207,10 @@ def run_retrieval_benchmark(
     return RetrievalBenchResult(data, markdown, out / "results.json", out / "results.md", run_paths)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _write(out: Path, data: dict[str, Any], *, final: bool = False) -> str:
     if final:
-        data["finished"] = _now()
-    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        data["finished"] = now()
+    save_json(out / "results.json", data)
     markdown = render_markdown(data)
     (out / "results.md").write_text(markdown + "\n", encoding="utf-8")
     return markdown
@@ -244,21 +225,21 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     measures = list(data["measures"])
     head = ["first stage", "index", *measures, "encode corpus (s)", "build index (s)",
             "query median (ms)", "query p90 (ms)", "of which FAISS search (ms, median)"]  # fmt: skip
-    lines = [
-        f"{data['dataset']}: {data['documents']} documents, {data['queries']} queries, top {data['k']}",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
-    ]
+    rows = []
     for row in data["rows"]:
         metrics = [f"{row['metrics'][m]:.4f}" for m in measures]
         if row["kind"] == "run file":
-            cells = [row["label"], "(run file)", *metrics, "", "", "", "", ""]
+            rows.append([row["label"], "(run file)", *metrics, "", "", "", "", ""])
         else:
-            cells = [
+            rows.append([
                 row["label"], row["factory"], *metrics, f"{row['encode_corpus_s']:.1f}",
                 f"{row['index_build_s']:.3f}", _ms(row["query_latency_median_s"]),
                 _ms(row["query_latency_p90_s"]), _ms(row["search_only_median_s"]),
-            ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            ])  # fmt: skip
+    return "\n".join([
+        f"{data['dataset']}: {data['documents']} documents, {data['queries']} queries, top {data['k']}",
+        "",
+        markdown_table(head, rows, align="ll" + "r" * (len(head) - 2)),
+        "",
+        machine_footer(data.get("machine")),
+    ])  # fmt: skip
