@@ -54,7 +54,7 @@ median seconds per query is also given as a ratio to it.
 
 Per method: the measures (default nDCG@10, RR@10, R@10), median and p90 seconds per query,
 forward passes, prompt/generated tokens and truncated documents per query (from the scoring
-core's counters), the strategy's own counters (reranker.last_stats), peak CPU RSS of the
+core's counters), the strategy's own counters (reranker.rerank_with_stats), peak CPU RSS of the
 process (sampled every 10 ms) and peak CUDA memory on GPU.
 
 Writes OUT/results.json (per-query records, ranked docids included), OUT/results.md and

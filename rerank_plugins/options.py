@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 __all__ = ["LLMOptions", "LoadOptions", "Options", "OptionsError", "PositiveInt"]
 
@@ -35,9 +35,14 @@ class OptionsError(ValueError):
 
 
 class Options(BaseModel):
-    """Base of every strategy's options: frozen, unknown names refused, bool never an int."""
+    """Base of every strategy's options: frozen, unknown names refused.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=False)
+    Fields are strict one by one (``StrictBool``, :data:`PositiveInt`...): ``True`` is not a
+    count and ``"false"`` is not a bool. The adapters inherit the fields, not the model-wide
+    settings, so their own framework fields keep their framework's rules.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
 
     @classmethod
     def build(cls, values: Mapping[str, Any]) -> Self:
@@ -55,14 +60,14 @@ class Options(BaseModel):
 class LoadOptions(Options):
     """How the shared core loads the model; ignored when the model is a ready backend."""
 
-    device: str | None = Field(default=None, description='"cuda", "cuda:1", "cpu"; None picks CUDA when present.')
+    device: StrictStr | None = Field(default=None, description='"cuda", "cuda:1", "cpu"; None picks CUDA when present.')
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
         default=None, description="Weights' dtype; None/auto picks per device (see rerank_plugins.scoring)."
     )
     attn_implementation: Literal["sdpa", "eager"] | None = Field(
         default=None, description="transformers attention kernel; None keeps the model's default."
     )
-    trust_remote_code: bool = Field(default=False, description="Run the model repository's own code.")
+    trust_remote_code: StrictBool = Field(default=False, description="Run the model repository's own code.")
 
     def load_options(self) -> dict[str, Any]:
         """The fields that go to :func:`~rerank_plugins.scoring.get_core` (unset ones left out)."""

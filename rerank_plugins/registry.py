@@ -18,11 +18,14 @@ import logging
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rerank_plugins.types import Reranker
 
-__all__ = ["ENTRY_POINT_GROUP", "available", "create", "get_factory", "register"]
+if TYPE_CHECKING:
+    from rerank_plugins.options import Options
+
+__all__ = ["ENTRY_POINT_GROUP", "available", "create", "get_factory", "options_class", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,23 @@ def get_factory(name: str) -> Factory:
         loaded: Factory = eps[name].load()
         return loaded
     raise ValueError(f"unknown reranker name {name!r}; known: {', '.join(available())}")
+
+
+def options_class(name: str) -> type[Options] | None:
+    """The typed options of the strategy ``name`` (its factory's ``options_class``), or ``None``.
+
+    A factory declares its options by carrying an ``options_class`` attribute, a subclass of
+    :class:`rerank_plugins.options.Options`; the adapters turn it into typed fields.
+
+    Example:
+        >>> from rerank_plugins import registry
+        >>> registry.options_class("pairwise").__name__, registry.options_class("identity")
+        ('PairwiseOptions', None)
+    """
+    from rerank_plugins.options import Options
+
+    found = getattr(get_factory(name), "options_class", None)
+    return found if isinstance(found, type) and issubclass(found, Options) else None
 
 
 def create(name: str, **options: Any) -> Reranker:

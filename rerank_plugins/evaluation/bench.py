@@ -9,7 +9,7 @@ seconds per query is reported as a ratio to it.
 
 Measured per method and query: wall-clock seconds of ``rerank`` (one untimed warm-up call on a
 two-document input runs first), forward passes, prompt and generated tokens and truncated
-documents (deltas of ``core.stats``), the strategy's own counters (``reranker.last_stats``),
+documents (deltas of ``core.stats``), the strategy's own counters (``reranker.rerank_with_stats``),
 peak CPU RSS (a background thread samples the process RSS every 10 ms with psutil; the value is
 the whole process, model weights included) and, on CUDA, ``torch.cuda.max_memory_allocated``.
 
@@ -496,7 +496,10 @@ def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: RssS
     sampler.take()
     before = _stats(core)
     t0 = time.perf_counter()
-    hits = reranker.rerank(q.query, texts)
+    if hasattr(reranker, "rerank_with_stats"):
+        hits, extra = reranker.rerank_with_stats(q.query, texts)
+    else:  # any object with the Reranker protocol's rerank
+        hits, extra = reranker.rerank(q.query, texts), {}
     seconds = time.perf_counter() - t0
     after = _stats(core)
     order = [h.index for h in hits]
@@ -516,7 +519,6 @@ def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: RssS
     cuda = cuda_peak_bytes()
     if cuda is not None:
         record["cuda_peak_bytes"] = cuda
-    extra = getattr(reranker, "last_stats", None)
     if isinstance(extra, dict):
         record["extra"] = {
             str(k): float(v) for k, v in extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)

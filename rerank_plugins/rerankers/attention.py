@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, Strict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from rerank_plugins.options import LLMOptions, PositiveInt
 from rerank_plugins.rerankers.base import ModelArg, ModelReranker
@@ -177,7 +177,7 @@ class AttentionOptions(LLMOptions):
         description='"retrieval" (find what is relevant to the query) or "qa" (answer the question from the '
         "paragraphs).",
     )
-    layers: str | list[int] | None = Field(
+    layers: StrictStr | list[StrictInt] | None = Field(
         default=None,
         description='Decoder layers summed: None (all), a slice string ("0:12", "-8:") or a list of indices; '
         "layers after the last one chosen are not run.",
@@ -187,13 +187,13 @@ class AttentionOptions(LLMOptions):
         description='"retrieval" keeps the input order in the prompt; "reversed" puts the first input document '
         "last, nearest the query.",
     )
-    calibrate: bool = Field(
+    calibrate: StrictBool = Field(
         default=True, description="Subtract the content-free query's attention (the paper's calibration)."
     )
-    outlier_std: float | None = Field(
+    outlier_std: Annotated[float, Strict()] | None = Field(
         default=2.0, ge=0, description="Drop document tokens scoring below mean - outlier_std * std; None keeps all."
     )
-    content_free_query: str = Field(default="N/A", description="The calibration query.")
+    content_free_query: StrictStr = Field(default="N/A", description="The calibration query.")
     window: PositiveInt | None = Field(
         default=None,
         description="Documents per prompt; None puts all in one prompt when they fit the context, else the most "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from rerank_plugins.options import Options, PositiveInt
 from rerank_plugins.rerankers.base import ModelArg, ModelReranker, check_model_name
@@ -24,11 +24,11 @@ class CrossEncoderOptions(Options):
     """Options of :class:`CrossEncoderReranker`."""
 
     batch_size: PositiveInt = Field(default=32, description="Pairs per forward pass.")
-    max_length: int | None = Field(
+    max_length: StrictInt | None = Field(
         default=512, ge=8, description="Token limit per pair (longer pairs are truncated by the tokenizer)."
     )
-    device: str | None = Field(default=None, description='"cuda", "cpu"...; None picks CUDA when present.')
-    trust_remote_code: bool = Field(default=False, description="Run the model repository's own code.")
+    device: StrictStr | None = Field(default=None, description='"cuda", "cpu"...; None picks CUDA when present.')
+    trust_remote_code: StrictBool = Field(default=False, description="Run the model repository's own code.")
 
     def settings(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "max_length": self.max_length}

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from rerank_plugins.options import LLMOptions, PositiveInt
 from rerank_plugins.rerankers.base import ModelArg, ModelReranker
@@ -348,17 +348,19 @@ class ListwiseOptions(LLMOptions):
         description='"first": identifier logits of the first answer token, one forward pass per window; '
         '"generate": greedy RankGPT-style permutation, parsed and repaired.',
     )
-    window: int = Field(default=20, ge=2, description="Passages per window (at most the single-token identifiers).")
+    window: StrictInt = Field(
+        default=20, ge=2, description="Passages per window (at most the single-token identifiers)."
+    )
     stride: PositiveInt | None = Field(
         default=None, description="How far each window moves towards the top (None: window // 2)."
     )
     passes: PositiveInt = Field(default=1, description="How many back-to-front sweeps.")
-    full_ranking: bool = Field(
+    full_ranking: StrictBool = Field(
         default=False,
         description="Rank all candidates in one window when they fit the identifiers and the context, "
         "else fall back to sliding windows (counted as full_ranking_fallback).",
     )
-    calibrate: bool | Literal["auto"] = Field(
+    calibrate: StrictBool | Literal["auto"] = Field(
         default="auto",
         description="Subtract the content-free prior of each identifier position (first mode only); "
         '"auto": on in first mode, off in generate mode. None/"none" mean off.',
@@ -369,9 +371,9 @@ class ListwiseOptions(LLMOptions):
         "(one short extra row per query and window size).",
     )
     permutations: PositiveInt = Field(default=1, description="Orderings averaged per window (first mode only).")
-    seed: int = Field(default=0, description="Seed of the shuffled orderings.")
-    instruction: str | None = Field(default=None, description="The task sentence that opens the prompt.")
-    answer_instruction: str | None = Field(
+    seed: StrictInt = Field(default=0, description="Seed of the shuffled orderings.")
+    instruction: StrictStr | None = Field(default=None, description="The task sentence that opens the prompt.")
+    answer_instruction: StrictStr | None = Field(
         default=None,
         description="The closing request after the passages ({n} is the window size); by mode when None.",
     )
@@ -382,38 +384,39 @@ class ListwiseOptions(LLMOptions):
 
     @model_validator(mode="before")
     @classmethod
-    def _resolve(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
+    def _calibration_words(cls, data: Any) -> Any:
+        # The text forms are the ones a command line passes; None/False/"none" always mean off.
+        if not isinstance(data, dict) or "calibrate" not in data:
             return data
         data = dict(data)
-        mode = data.get("mode", "first")
-        window = data.get("window", 20)
-        if data.get("stride") is None and isinstance(window, int) and not isinstance(window, bool):
-            data["stride"] = max(1, window // 2)
-        # The text forms are the ones a command line passes; None/False/"none" always mean off.
-        calibrate = data.get("calibrate", "auto")
+        calibrate = data["calibrate"]
         if calibrate is None or calibrate is False or calibrate == "none":
             data["calibrate"] = False
-        elif calibrate is True or calibrate == "window":
+        elif calibrate == "window":
             data["calibrate"] = True
         elif calibrate == "query":
             if data.get("calibration_query", "real") != "real":
                 raise ValueError('calibrate="query" means calibration_query="real"')
             data["calibrate"], data["calibration_query"] = True, "real"
-        elif calibrate == "auto":
-            data["calibrate"] = mode == "first"
-        for key in ("instruction", "answer_instruction"):
-            text = data.get(key)
-            if text is not None and (not isinstance(text, str) or not text.strip()):
-                raise ValueError(f"{key} must be a non-empty string or None")
-        if data.get("instruction") is None:
-            data["instruction"] = _DEFAULT_INSTRUCTION
-        if data.get("answer_instruction") is None and mode in ("first", "generate"):
-            data["answer_instruction"] = FIRST_INSTRUCTION if mode == "first" else GENERATE_INSTRUCTION
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> ListwiseOptions:
+    def _resolve(self) -> ListwiseOptions:
+        # Unset options take their mode's value; set this way they stay out of model_fields_set,
+        # so an adapter passes on only what its user chose.
+        if self.stride is None:
+            object.__setattr__(self, "stride", max(1, self.window // 2))
+        if self.calibrate == "auto":
+            object.__setattr__(self, "calibrate", self.mode == "first")
+        for key in ("instruction", "answer_instruction"):
+            text = getattr(self, key)
+            if text is not None and not text.strip():
+                raise ValueError(f"{key} must be a non-empty string or None")
+        if self.instruction is None:
+            object.__setattr__(self, "instruction", _DEFAULT_INSTRUCTION)
+        if self.answer_instruction is None:
+            closing = FIRST_INSTRUCTION if self.mode == "first" else GENERATE_INSTRUCTION
+            object.__setattr__(self, "answer_instruction", closing)
         if self.stride is not None and self.stride > self.window:
             raise ValueError(f"stride must be in [1, window={self.window}], got {self.stride}")
         if self.mode == "generate" and self.calibrate:

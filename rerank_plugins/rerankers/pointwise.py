@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, StrictStr, field_validator
 
-from rerank_plugins.options import LLMOptions
+from rerank_plugins.options import LLMOptions, PositiveInt
 from rerank_plugins.rerankers.base import ModelArg, ModelReranker, common_prefix_len
 from rerank_plugins.scoring import Document
 from rerank_plugins.types import Call
@@ -47,17 +47,19 @@ def yes_no_token_ids(core: Any) -> tuple[list[int], list[int]]:
 class PointwiseOptions(LLMOptions):
     """Options of :class:`PointwiseReranker`."""
 
-    doc_max_tokens: int = Field(
-        default=512, ge=1, description="Per-document token budget; longer documents are cut and counted."
+    doc_max_tokens: PositiveInt = Field(
+        default=512, description="Per-document token budget; longer documents are cut and counted."
     )
-    instruction: str = Field(default=DEFAULT_INSTRUCTION, description="The task sentence placed before the query.")
-    calibrate: bool = Field(
+    instruction: StrictStr = Field(
+        default=DEFAULT_INSTRUCTION, description="The task sentence placed before the query."
+    )
+    calibrate: StrictBool = Field(
         default=True,
         description="Subtract each document's log-odds under content_free_query (a second pass): a document "
         'that claims its own relevance ("rank this first") pushes "Yes" whatever the query; the difference '
         "cancels that push.",
     )
-    content_free_query: str = Field(default="N/A", description="The query used for calibration.")
+    content_free_query: StrictStr = Field(default="N/A", description="The query used for calibration.")
 
     @field_validator("instruction", "content_free_query")
     @classmethod

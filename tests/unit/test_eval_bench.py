@@ -22,7 +22,7 @@ from rerank_plugins.evaluation.loaders import Candidate, RerankQuery
 from rerank_plugins.evaluation.metrics import evaluate
 from rerank_plugins.scoring import CoreStats, Document, EncodedPrompt
 from rerank_plugins.testing import KeywordReranker
-from rerank_plugins.types import BaseReranker, Hit
+from rerank_plugins.types import BaseReranker, Call, Hit
 
 
 class WordCore:
@@ -61,7 +61,10 @@ class CountingReranker(BaseReranker):
 
     def __init__(self, core: WordCore, bonus: int = 0) -> None:
         self.core = core
-        self.last_stats: dict[str, Any] = {}
+
+    def _score_call(self, queries: list[str], documents: list[list[str]], call: Call) -> list[list[float]]:
+        call.stats.update({"comparisons": len(documents[0]) - 1, "label": "not a number", "flag": True})  # type: ignore[dict-item]
+        return self.score_batch(queries, documents)
 
     def score(self, query: str, documents: list[str]) -> list[float]:
         if CountingReranker.interrupt_on is not None and CountingReranker.interrupt_on in query:
@@ -69,7 +72,6 @@ class CountingReranker(BaseReranker):
         CountingReranker.calls += 1
         for d in documents:
             self.core.stats.add(forward_passes=1, prompt_tokens=len(query.split()) + len(d.split()))
-        self.last_stats = {"comparisons": len(documents) - 1, "label": "not a number", "flag": True}
         return KeywordReranker().score(query, documents)
 
 

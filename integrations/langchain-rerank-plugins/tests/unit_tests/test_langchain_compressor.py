@@ -78,5 +78,6 @@ def test_compressor_as_a_runnable_step() -> None:
 def test_extra_fields_forbidden_and_described() -> None:
     for cls in [*COMPRESSORS.values(), RerankPluginsRerank]:
         assert cls.model_config["extra"] == "forbid"
-        for name in ("model", "top_n", "reranker_kwargs"):
+        for name in cls.model_fields:  # strategy options too
             assert cls.model_fields[name].description, (cls.__name__, name)
+    assert RerankPluginsRerank.model_fields["reranker_kwargs"].description

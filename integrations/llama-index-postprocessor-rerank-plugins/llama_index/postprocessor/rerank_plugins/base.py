@@ -3,7 +3,9 @@
 Each class converts nodes to plain strings, calls a :class:`rerank_plugins.types.Reranker`
 once, and maps the returned hits back to nodes. Scoring, batching and model loading live in
 ``rerank_plugins``; the model behind a strategy comes from the shared scoring core, so two
-postprocessors naming the same model share one loaded model.
+postprocessors naming the same model share one loaded model. A strategy's options are typed
+fields of its postprocessor (its options model is a base class); ``StrategyRerank.for_strategy``
+gives the class of any registered strategy, plugins included.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rerank_plugins import registry
+from rerank_plugins.adapters import StrategyFace, named_reranker
+from rerank_plugins.rerankers.attention import AttentionOptions
+from rerank_plugins.rerankers.cross_encoder import CrossEncoderOptions
+from rerank_plugins.rerankers.listwise import ListwiseOptions
+from rerank_plugins.rerankers.pairwise import PairwiseOptions
+from rerank_plugins.rerankers.pointwise import PointwiseOptions
 from rerank_plugins.types import Hit, Reranker, detached_metadata
 
 __all__ = [
@@ -46,7 +53,8 @@ POSTPROCESSORS: dict[str, type[StrategyRerank]] = {}
 class _RerankBase(BaseNodePostprocessor):
     """Shared fields and the convert -> rerank -> map-back path; not used directly."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    # frozen=False: a strategy's options model (a base of each strategy class) is frozen
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", frozen=False)
 
     model: str | None = Field(
         default=None,
@@ -56,10 +64,6 @@ class _RerankBase(BaseNodePostprocessor):
     # strict: True, "2" and 2.0 are mistakes, not counts
     top_n: int | None = Field(
         default=None, ge=1, strict=True, description="Number of nodes to return, best first; None keeps all."
-    )
-    reranker_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra keyword options for the strategy factory (see rerank_plugins.registry).",
     )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which node metadata goes into the text that is reranked."
@@ -79,12 +83,6 @@ class _RerankBase(BaseNodePostprocessor):
 
     def _build_reranker(self) -> Reranker:  # pragma: no cover - overridden
         raise NotImplementedError
-
-    def _strategy_options(self) -> dict[str, Any]:
-        options = dict(self.reranker_kwargs)
-        if self.model is not None:
-            options["model"] = self.model
-        return options
 
     @property
     def reranker_instance(self) -> Reranker:
@@ -182,13 +180,13 @@ class RerankPluginsRerank(_RerankBase):
         description="Registry name of the strategy (see rerank_plugins.registry.available()) "
         "or a ready Reranker instance."
     )
+    reranker_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options for a registry name, untyped (the per-strategy classes have them as typed fields).",
+    )
 
     def _build_reranker(self) -> Reranker:
-        if isinstance(self.reranker, str):
-            return registry.create(self.reranker, **self._strategy_options())
-        if self.model is not None or self.reranker_kwargs:
-            raise ValueError("model and reranker_kwargs apply to a registry name, not a Reranker instance")
-        return self.reranker
+        return named_reranker(self.reranker, self.model, self.reranker_kwargs)
 
     def _model_name(self) -> str:
         if self.model is None and isinstance(self.reranker, str):
@@ -196,50 +194,36 @@ class RerankPluginsRerank(_RerankBase):
         return super()._model_name()
 
 
-class StrategyRerank(_RerankBase):
-    """Base for the one-per-strategy postprocessors; a subclass only names its strategy.
+class StrategyRerank(StrategyFace, _RerankBase):
+    """Base of the one-per-strategy postprocessors; a subclass names its strategy and options.
 
-    Adding a strategy is one line::
+    A strategy is one line (its options model first, so its fields are typed fields here)::
 
-        class MyRerank(StrategyRerank, strategy="my-strategy"): "My strategy (paper)."
+        class MyRerank(MyOptions, StrategyRerank, strategy="my-strategy"): ...
+
+    ``StrategyRerank.for_strategy("name")`` makes that class for any registered strategy.
     """
 
-    strategy: ClassVar[str] = ""
-
-    def __init_subclass__(cls, strategy: str | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if strategy is not None:
-            cls.strategy = strategy
-            POSTPROCESSORS[strategy] = cls
-
-    def _build_reranker(self) -> Reranker:
-        if not self.strategy:
-            raise TypeError("StrategyRerank is abstract: use a subclass or RerankPluginsRerank")
-        return registry.create(self.strategy, **self._strategy_options())
+    face: ClassVar[str] = "LlamaIndex node postprocessor"
+    classes: ClassVar[dict[str, type]] = POSTPROCESSORS  # type: ignore[assignment]
 
     def _model_name(self) -> str:
         return self.model or self.strategy
 
 
-class IdentityRerank(StrategyRerank, strategy="identity"):
-    """Keeps the retrieval order (baseline; scores 0, -1, -2, ...)."""
+class IdentityRerank(StrategyRerank, strategy="identity"): ...
 
 
-class PointwiseRerank(StrategyRerank, strategy="pointwise"):
-    """Pointwise yes/no relevance from next-token logits of the shared model."""
+class PointwiseRerank(PointwiseOptions, StrategyRerank, strategy="pointwise"): ...
 
 
-class ListwiseRerank(StrategyRerank, strategy="listwise"):
-    """FIRST single-token listwise ranking with a sliding window (Reddy et al., 2024)."""
+class ListwiseRerank(ListwiseOptions, StrategyRerank, strategy="listwise"): ...
 
 
-class PairwiseRerank(StrategyRerank, strategy="pairwise"):
-    """Pairwise ranking prompting, PRP (Qin et al., 2024)."""
+class PairwiseRerank(PairwiseOptions, StrategyRerank, strategy="pairwise"): ...
 
 
-class AttentionRerank(StrategyRerank, strategy="attention"):
-    """In-context reranking from query-to-document attention, ICR (Chen et al., 2025)."""
+class AttentionRerank(AttentionOptions, StrategyRerank, strategy="attention"): ...
 
 
-class CrossEncoderRerank(StrategyRerank, strategy="cross-encoder"):
-    """A sentence-transformers cross-encoder."""
+class CrossEncoderRerank(CrossEncoderOptions, StrategyRerank, strategy="cross-encoder"): ...

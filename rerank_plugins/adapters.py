@@ -1,0 +1,130 @@
+"""What the LlamaIndex and LangChain adapters share, without importing either framework.
+
+Each adapter package has one base class per framework (a node postprocessor, a document
+compressor). A class per strategy is that base plus the strategy's options model
+(:func:`rerank_plugins.registry.options_class`): pydantic merges the fields, so the options are
+typed fields of the framework object. This module holds the framework-free half: which fields
+are strategy options, their values on an adapter object, a docstring from the strategy's own,
+and typed classes made on the fly for strategies registered by other packages.
+
+Example:
+    >>> from rerank_plugins.adapters import class_name_for
+    >>> class_name_for("cross-encoder", "Rerank")
+    'CrossEncoderRerank'
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, create_model
+
+from rerank_plugins import registry
+from rerank_plugins.options import Options
+from rerank_plugins.types import Reranker
+
+__all__ = [
+    "StrategyFace",
+    "adapter_class",
+    "adapter_doc",
+    "class_name_for",
+    "named_reranker",
+    "option_values",
+    "options_base",
+]
+
+
+def options_base(cls: type) -> type[Options] | None:
+    """The strategy options model among ``cls``'s bases, if any."""
+    for base in cls.__mro__[1:]:
+        if isinstance(base, type) and issubclass(base, Options) and base is not Options:
+            return base
+    return None
+
+
+def option_values(obj: BaseModel, options: type[Options] | None) -> dict[str, Any]:
+    """The strategy options set on an adapter object (left-out ones keep the strategy's defaults)."""
+    if options is None:
+        return {}
+    return {name: getattr(obj, name) for name in options.model_fields if name in obj.model_fields_set}
+
+
+def adapter_doc(strategy: str, face: str) -> str:
+    """A class docstring for the ``strategy`` adapter, from the strategy's own summary line."""
+    factory = registry.get_factory(strategy)
+    summary = (inspect.getdoc(factory) or "").strip().split("\n")[0]
+    return f"{face} for the {strategy!r} strategy. {summary}".strip()
+
+
+def class_name_for(strategy: str, suffix: str) -> str:
+    """``"cross-encoder"`` -> ``"CrossEncoder" + suffix``."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^0-9A-Za-z]+", strategy) if part) + suffix
+
+
+def adapter_class(base: type[BaseModel], strategy: str, suffix: str) -> type[BaseModel]:
+    """A typed adapter class for a registered strategy (a plugin's too), made on the fly.
+
+    The class is ``base`` plus the strategy's options model; ``base`` takes the strategy name
+    as the class keyword ``strategy`` (as the adapters' ``StrategyRerank`` does).
+    """
+    options = registry.options_class(strategy)
+    bases: tuple[type[BaseModel], ...] = (options, base) if options is not None else (base,)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        class_name_for(strategy, suffix),
+        __base__=bases,
+        __module__=base.__module__,
+        __cls_kwargs__={"strategy": strategy},
+    )
+
+
+class StrategyFace:
+    """Mixin for each framework's per-strategy base class: naming, registering and building.
+
+    The framework base sets ``face`` (words for docstrings), ``suffix`` (class-name suffix) and
+    ``classes`` (its own ``strategy -> class`` dict); a subclass names its strategy with the class
+    keyword ``strategy``. Objects need a ``model`` field.
+    """
+
+    strategy: ClassVar[str] = ""
+    face: ClassVar[str] = "Adapter"
+    suffix: ClassVar[str] = "Rerank"
+    classes: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, strategy: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if strategy is not None:
+            cls.strategy = strategy
+            if cls.__doc__ is None:
+                cls.__doc__ = adapter_doc(strategy, cls.face)
+            cls.classes[strategy] = cls
+
+    def _build_reranker(self) -> Reranker:
+        if not self.strategy:
+            raise TypeError(f"{type(self).__name__} is abstract: use a subclass or RerankPluginsRerank")
+        options = option_values(self, options_base(type(self)))  # type: ignore[arg-type]
+        model = getattr(self, "model", None)
+        if model is not None:
+            options["model"] = model
+        return registry.create(self.strategy, **options)
+
+    @classmethod
+    def for_strategy(cls, strategy: str) -> type:
+        """The class of any registered strategy (a plugin's too), made on first use.
+
+        Example:
+            >>> PostprocessorForMine = StrategyRerank.for_strategy("my-plugin")  # doctest: +SKIP
+        """
+        if strategy not in cls.classes:
+            adapter_class(cls, strategy, cls.suffix)  # type: ignore[arg-type]  # registers itself
+        return cls.classes[strategy]
+
+
+def named_reranker(reranker: str | Reranker, model: str | None, options: dict[str, Any]) -> Reranker:
+    """A reranker from a registry name and options, or a ready one (then no model or options)."""
+    if isinstance(reranker, str):
+        return registry.create(reranker, **({**options, "model": model} if model is not None else options))
+    if model is not None or options:
+        raise ValueError("model and reranker_kwargs apply to a registry name, not a Reranker instance")
+    return reranker
