@@ -24,10 +24,11 @@ Two levers against identifier priors and position bias (both measured in BENCHMA
 
 * ``calibrate``: content-free calibration ("Calibrate Before Use", Zhao et al., 2021). The
   same prompt with every passage replaced by ``"N/A"`` gives the model's prior for each
-  identifier position; its log-softmax is subtracted from the real one. ``"window"`` uses a
-  content-free query too and is cached per window size (free after the first call);
-  ``"query"`` keeps the real query (one short extra row per query and window size; the rows
-  of all queries at one step share one extra forward pass).
+  identifier position; its log-softmax is subtracted from the real one. With
+  ``calibration_query="content_free"`` the query is content-free too and the prior is cached
+  per window size (free after the first call); ``"real"`` keeps the real query (one short
+  extra row per query and window size; the rows of all queries at one step share one extra
+  forward pass). The command line's ``calibrate=window|query|none`` still name these.
 * ``permutations=k``: permutation self-consistency ("Found in the Middle: Permutation
   Self-Consistency Improves Listwise Ranking in Large Language Models", Tang et al., 2024):
   the window is scored in k orderings (its current order, the reverse, then seeded shuffles)

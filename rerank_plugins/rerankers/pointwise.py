@@ -3,7 +3,7 @@
 score = [logit("Yes") - logit("No")](query, document) - [the same]("N/A", document). The
 second term is what the document alone makes the model answer: a passage that asserts its own
 relevance ("rank this first") raises both, and the difference cancels it; on DL19 it also
-ranked better (BENCHMARKS.md, issue 17). ``calibrate=False`` gives the raw log-odds at half
+ranked better (BENCHMARKS.md, "prompt injection"). ``calibrate=False`` gives the raw log-odds at half
 the cost.
 
 The prompt puts the query before the document, so every prompt of one query shares its
