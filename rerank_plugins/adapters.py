@@ -19,13 +19,15 @@ import inspect
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
 from rerank_plugins import registry
 from rerank_plugins.options import Options
 from rerank_plugins.types import Reranker
 
 __all__ = [
+    "AdapterFields",
+    "NamedRerankerFields",
     "StrategyFace",
     "adapter_class",
     "adapter_doc",
@@ -77,6 +79,56 @@ def adapter_class(base: type[BaseModel], strategy: str, suffix: str) -> type[Bas
         __module__=base.__module__,
         __cls_kwargs__={"strategy": strategy},
     )
+
+
+class AdapterFields(BaseModel):
+    """The fields and the build step every adapter class has, in both frameworks.
+
+    The reranker is built once, when the object is made; its model comes from the shared
+    scoring core's process-wide cache, so adapters naming one model share one loaded model.
+    """
+
+    model: str | None = Field(
+        default=None,
+        description="Model for the strategy: hub id, local folder or .gguf file (loaded once per "
+        "process by the shared scoring core). None for strategies that need no model.",
+    )
+    # strict: True, "2" and 2.0 are mistakes, not counts
+    top_n: int | None = Field(
+        default=None, ge=1, strict=True, description="How many results to return, best first; None keeps all."
+    )
+
+    _reranker: Reranker = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._reranker = self._build_reranker()
+
+    def _build_reranker(self) -> Reranker:  # pragma: no cover - every adapter class overrides it
+        raise NotImplementedError
+
+    @property
+    def reranker_instance(self) -> Reranker:
+        """The reranker built at construction."""
+        return self._reranker
+
+
+class NamedRerankerFields(BaseModel):
+    """The fields of the generic adapter class: a registry name (with options) or a ready reranker."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # a ready Reranker is any object
+
+    reranker: str | Reranker = Field(
+        description="Registry name of the strategy (see rerank_plugins.registry.available()) "
+        "or a ready Reranker instance."
+    )
+    reranker_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options for a registry name, untyped (the per-strategy classes have them as typed fields).",
+    )
+
+    def _build_reranker(self) -> Reranker:
+        return named_reranker(self.reranker, getattr(self, "model", None), self.reranker_kwargs)
 
 
 class StrategyFace:

@@ -33,7 +33,7 @@ import torch
 from pydantic import Field, Strict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from rerank_plugins.options import LLMOptions, PositiveInt
-from rerank_plugins.rerankers.base import ModelArg, ModelReranker
+from rerank_plugins.rerankers.base import ModelReranker
 from rerank_plugins.rerankers.windows import window_schedule
 from rerank_plugins.scoring import Document
 from rerank_plugins.scoring.attention import resolve_layers, span_sums
@@ -251,8 +251,7 @@ class AttentionReranker(ModelReranker):
     needs = ("prompts", "attention")
     repr_settings = ("prompt", "order", "calibrate")
 
-    def __init__(self, model: ModelArg, *, options: AttentionOptions | None = None, **kwargs: Any) -> None:
-        super().__init__(model, options=options, **kwargs)
+    def _prepare(self) -> None:
         n_layers, self._n_heads = self.core.attention_layout()
         self._layer_ids = _layer_indices(n_layers, self.options.layers)
 

@@ -69,6 +69,10 @@ class ModelReranker(BaseReranker):
             self.options = self.options_class.build(kwargs)
         self.core = self._backend(model)
         require(self.core, *self._needs(), strategy=self.name)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Work done once per reranker after the backend is known (e.g. resolving answer tokens)."""
 
     def _backend(self, model: ModelArg) -> Any:
         assert isinstance(self.options, LoadOptions)

@@ -57,7 +57,7 @@ import torch
 from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from rerank_plugins.options import LLMOptions, PositiveInt
-from rerank_plugins.rerankers.base import ModelArg, ModelReranker
+from rerank_plugins.rerankers.base import ModelReranker
 from rerank_plugins.rerankers.windows import window_schedule
 from rerank_plugins.scoring import Document
 from rerank_plugins.scoring.protocol import Capability
@@ -456,8 +456,7 @@ class ListwiseReranker(ModelReranker):
     options: ListwiseOptions
     repr_settings = ("mode", "window", "stride")
 
-    def __init__(self, model: ModelArg, *, options: ListwiseOptions | None = None, **kwargs: Any) -> None:
-        super().__init__(model, options=options, **kwargs)
+    def _prepare(self) -> None:
         # Full ranking may use every identifier the tokenizer offers; sliding windows need `window`.
         self.ids = resolve_identifiers(self.core.tokenize, self.options.window, self.options.id_style)
         self._window_calibration: dict[int, torch.Tensor] = {}

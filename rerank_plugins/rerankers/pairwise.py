@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from rerank_plugins.options import LLMOptions, PositiveInt
-from rerank_plugins.rerankers.base import ModelArg, ModelReranker, common_prefix_len
+from rerank_plugins.rerankers.base import ModelReranker, common_prefix_len
 from rerank_plugins.scoring import Document
 from rerank_plugins.types import Call
 
@@ -330,8 +330,7 @@ class PairwiseReranker(ModelReranker):
     options: PairwiseOptions
     repr_settings = ("schedule", "k", "aggregation")
 
-    def __init__(self, model: ModelArg, *, options: PairwiseOptions | None = None, **kwargs: Any) -> None:
-        super().__init__(model, options=options, **kwargs)
+    def _prepare(self) -> None:
         self.answer_prefix_ids, self.answer_ids = answer_tokens(self.core)
 
     def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, StrictBool, StrictStr, field_validator
 
 from rerank_plugins.options import LLMOptions, PositiveInt
-from rerank_plugins.rerankers.base import ModelArg, ModelReranker, common_prefix_len
+from rerank_plugins.rerankers.base import ModelReranker, common_prefix_len
 from rerank_plugins.scoring import Document
 from rerank_plugins.types import Call
 
@@ -89,8 +89,7 @@ class PointwiseReranker(ModelReranker):
     options: PointwiseOptions
     repr_settings = ("doc_max_tokens", "calibrate")
 
-    def __init__(self, model: ModelArg, *, options: PointwiseOptions | None = None, **kwargs: Any) -> None:
-        super().__init__(model, options=options, **kwargs)
+    def _prepare(self) -> None:
         self.yes_ids, self.no_ids = yes_no_token_ids(self.core)
 
     def _prompt(self, query: str, document: str) -> list[int]:

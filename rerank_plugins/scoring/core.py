@@ -49,7 +49,7 @@ class _Request:
     done: bool = False
 
 
-class ScoringCore:
+class ScoringCore(ChatPrompts):
     """Model primitives over one loaded causal LM; build with :func:`get_core`.
 
     Args:
@@ -75,7 +75,8 @@ class ScoringCore:
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
         self._softcap = getattr(text_cfg, "final_logit_softcapping", None)
-        self.prompts = ChatPrompts(loaded.tokenizer, self.stats)
+        # the prompt half (tokenization, chat templates, document budgets) is the tokenizer's work
+        super().__init__(loaded.tokenizer, self.stats)
         tok = loaded.tokenizer
         # Padding is always masked (and right padding never attended), so any id works as a fallback.
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
@@ -84,10 +85,6 @@ class ScoringCore:
     @property
     def model(self) -> Any:
         return self.loaded.model
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.loaded.tokenizer
 
     @property
     def device(self) -> torch.device:
@@ -128,32 +125,6 @@ class ScoringCore:
         """The backend's settings, for reports."""
         return {"backend": "transformers", "model": self.name, "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch.")}
-
-    # ------------------------------------------------------------------ tokens and prompts
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` as plain text (see :meth:`ChatPrompts.tokenize`)."""
-        return self.prompts.tokenize(text)
-
-    def token_ids(self, words: Sequence[str]) -> list[int]:
-        """The single token id of each word; ``ValueError`` if a word is not one token."""
-        return self.prompts.token_ids(words)
-
-    def encode_chat(
-        self,
-        parts: Sequence[str | Document | Sequence[int]],
-        *,
-        system: str | None = None,
-        assistant_prefix: str | Sequence[int] = "",
-        doc_max_tokens: int | None = None,
-    ) -> EncodedPrompt:
-        """A chat prompt holding ``parts`` (see :meth:`ChatPrompts.encode_chat`)."""
-        return self.prompts.encode_chat(
-            parts, system=system, assistant_prefix=assistant_prefix, doc_max_tokens=doc_max_tokens
-        )
-
-    def encode_documents(self, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
-        """Each text as plain-text token ids, cut to ``max_tokens`` (see :meth:`ChatPrompts.encode_documents`)."""
-        return self.prompts.encode_documents(texts, max_tokens)
 
     def _check_length(self, n: int) -> None:
         if n > self.max_length:

@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-    from rerank_plugins.scoring.core import CoreStats, Document, EncodedPrompt
+    from rerank_plugins.scoring.prompts import Document, EncodedPrompt
+    from rerank_plugins.scoring.stats import CoreStats
 
 __all__ = [
     "CAPABILITIES",

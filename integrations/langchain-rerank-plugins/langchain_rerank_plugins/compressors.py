@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict
 
-from rerank_plugins.adapters import StrategyFace, named_reranker
+from rerank_plugins.adapters import AdapterFields, NamedRerankerFields, StrategyFace
 from rerank_plugins.rerankers.attention import AttentionOptions
 from rerank_plugins.rerankers.cross_encoder import CrossEncoderOptions
 from rerank_plugins.rerankers.listwise import ListwiseOptions
 from rerank_plugins.rerankers.pairwise import PairwiseOptions
 from rerank_plugins.rerankers.pointwise import PointwiseOptions
-from rerank_plugins.types import Hit, Reranker, detached_metadata
+from rerank_plugins.types import Hit, detached_metadata
 
 __all__ = [
     "COMPRESSORS",
@@ -47,35 +47,11 @@ RELEVANCE_SCORE_KEY = "relevance_score"
 COMPRESSORS: dict[str, type[StrategyRerank]] = {}
 
 
-class _RerankBase(BaseDocumentCompressor):
+class _RerankBase(AdapterFields, BaseDocumentCompressor):
     """Shared fields and the convert -> rerank -> map-back path; not used directly."""
 
     # frozen=False: a strategy's options model (a base of each strategy class) is frozen
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", frozen=False)
-
-    model: str | None = Field(
-        default=None,
-        description="Model for the strategy: hub id, local folder or .gguf file (loaded once per "
-        "process by the shared scoring core). None for strategies that need no model.",
-    )
-    # strict: True, "2" and 2.0 are mistakes, not counts
-    top_n: int | None = Field(
-        default=None, ge=1, strict=True, description="Number of documents to return, best first; None keeps all."
-    )
-    _reranker: Reranker = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        super().model_post_init(context)
-        # built once, here: the model itself comes from the shared core's process-wide cache
-        self._reranker = self._build_reranker()
-
-    def _build_reranker(self) -> Reranker:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    @property
-    def reranker_instance(self) -> Reranker:
-        """The reranker built at construction (shared model via the scoring core)."""
-        return self._reranker
 
     @staticmethod
     def _map_back(documents: Sequence[Document], hits: list[Hit]) -> list[Document]:
@@ -105,7 +81,7 @@ class _RerankBase(BaseDocumentCompressor):
         return self._map_back(docs, hits)
 
 
-class RerankPluginsRerank(_RerankBase):
+class RerankPluginsRerank(NamedRerankerFields, _RerankBase):
     """Rerank documents with any rerank-plugins strategy: a registry name or a ready ``Reranker``.
 
     Example:
@@ -115,17 +91,6 @@ class RerankPluginsRerank(_RerankBase):
         ['a']
     """
 
-    reranker: str | Reranker = Field(
-        description="Registry name of the strategy (see rerank_plugins.registry.available()) "
-        "or a ready Reranker instance."
-    )
-    reranker_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Options for a registry name, untyped (the per-strategy classes have them as typed fields).",
-    )
-
-    def _build_reranker(self) -> Reranker:
-        return named_reranker(self.reranker, self.model, self.reranker_kwargs)
 
 
 class StrategyRerank(StrategyFace, _RerankBase):

@@ -14,20 +14,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rerank_plugins.adapters import StrategyFace, named_reranker
+from rerank_plugins.adapters import AdapterFields, NamedRerankerFields, StrategyFace
 from rerank_plugins.rerankers.attention import AttentionOptions
 from rerank_plugins.rerankers.cross_encoder import CrossEncoderOptions
 from rerank_plugins.rerankers.listwise import ListwiseOptions
 from rerank_plugins.rerankers.pairwise import PairwiseOptions
 from rerank_plugins.rerankers.pointwise import PointwiseOptions
-from rerank_plugins.types import Hit, Reranker, detached_metadata
+from rerank_plugins.types import Hit, detached_metadata
 
 __all__ = [
     "POSTPROCESSORS",
@@ -50,21 +50,12 @@ RETRIEVAL_SCORE_KEY = "retrieval_score"
 POSTPROCESSORS: dict[str, type[StrategyRerank]] = {}
 
 
-class _RerankBase(BaseNodePostprocessor):
+class _RerankBase(AdapterFields, BaseNodePostprocessor):
     """Shared fields and the convert -> rerank -> map-back path; not used directly."""
 
     # frozen=False: a strategy's options model (a base of each strategy class) is frozen
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", frozen=False)
 
-    model: str | None = Field(
-        default=None,
-        description="Model for the strategy: hub id, local folder or .gguf file (loaded once per "
-        "process by the shared scoring core). None for strategies that need no model.",
-    )
-    # strict: True, "2" and 2.0 are mistakes, not counts
-    top_n: int | None = Field(
-        default=None, ge=1, strict=True, description="Number of nodes to return, best first; None keeps all."
-    )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which node metadata goes into the text that is reranked."
     )
@@ -73,21 +64,6 @@ class _RerankBase(BaseNodePostprocessor):
         strict=True,
         description=f'Keep the previous node score in metadata["{RETRIEVAL_SCORE_KEY}"].',
     )
-
-    _reranker: Reranker = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        super().model_post_init(context)
-        # built once, here: the model itself comes from the shared core's process-wide cache
-        self._reranker = self._build_reranker()
-
-    def _build_reranker(self) -> Reranker:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    @property
-    def reranker_instance(self) -> Reranker:
-        """The reranker built at construction (shared model via the scoring core)."""
-        return self._reranker
 
     @classmethod
     def class_name(cls) -> str:
@@ -165,7 +141,7 @@ def _with(keys: list[str]) -> list[str]:
     return keys if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
 
 
-class RerankPluginsRerank(_RerankBase):
+class RerankPluginsRerank(NamedRerankerFields, _RerankBase):
     """Rerank nodes with any rerank-plugins strategy: a registry name or a ready ``Reranker``.
 
     Example:
@@ -175,18 +151,6 @@ class RerankPluginsRerank(_RerankBase):
         ...     [NodeWithScore(node=TextNode(text="a"), score=0.3)], query_str="q")]
         ['a']
     """
-
-    reranker: str | Reranker = Field(
-        description="Registry name of the strategy (see rerank_plugins.registry.available()) "
-        "or a ready Reranker instance."
-    )
-    reranker_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Options for a registry name, untyped (the per-strategy classes have them as typed fields).",
-    )
-
-    def _build_reranker(self) -> Reranker:
-        return named_reranker(self.reranker, self.model, self.reranker_kwargs)
 
     def _model_name(self) -> str:
         if self.model is None and isinstance(self.reranker, str):
