@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import torch
 
+from rerank_plugins.scoring.cpu import auto_cpu_dtype
+
 __all__ = [
     "LoadedModel",
     "ModelLoadError",
@@ -166,14 +168,22 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, fp32 on CPU; an explicit ``dtype`` wins.
+    """The dtype to load weights in; an explicit ``dtype`` wins.
+
+    ``None``/``"auto"``: bfloat16 on CUDA; on CPU, bfloat16 when the processor computes bf16
+    natively (AMX or AVX512-BF16) and float32 otherwise (:func:`~rerank_plugins.scoring.cpu.auto_cpu_dtype`,
+    logged once); float32 on any other device.
 
     Example:
-        >>> resolve_dtype(None, torch.device("cpu"))
+        >>> resolve_dtype("float32", torch.device("cpu"))
         torch.float32
     """
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16
+        if device.type == "cpu":
+            return auto_cpu_dtype().dtype
+        return torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype}")
@@ -313,7 +323,8 @@ def load_model(
     Args:
         model: a hub id, a local folder holding config.json, or a ``.gguf`` file.
         device: ``"auto"``/None (CUDA if present, else CPU), ``"cpu"``, ``"cuda:0"``...
-        dtype: None/"auto" (bf16 on CUDA, fp32 on CPU) or an explicit dtype.
+        dtype: None/"auto" (bf16 on CUDA; on CPU bf16 with AMX or AVX512-BF16, else fp32; see
+            :func:`resolve_dtype`) or an explicit dtype.
         attn_implementation: transformers' attention kernel; None lets transformers choose (SDPA).
         trust_remote_code: run code shipped with the checkpoint; off unless asked.
         gpu_memory_fraction: cap this process's CUDA memory (0-1] so the reranker can share
