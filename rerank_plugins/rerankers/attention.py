@@ -369,6 +369,7 @@ class AttentionReranker(BaseReranker):
         return {
             "name": self.name,
             "model": self.core.name,
+            "dtype": str(self.core.dtype).removeprefix("torch."),
             "prompt": self.prompt,
             "layers": self.layers if isinstance(self.layers, str) or self.layers is None else list(self.layers),
             "order": self.order,

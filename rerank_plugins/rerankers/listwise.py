@@ -673,6 +673,7 @@ class ListwiseReranker(BaseReranker):
         return {
             "name": self.name,
             "model": self.core.name,
+            "dtype": str(self.core.dtype).removeprefix("torch."),
             "mode": self.mode,
             "window": self.window,
             "stride": self.stride,

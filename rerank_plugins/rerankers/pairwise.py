@@ -401,6 +401,7 @@ class PairwiseReranker(BaseReranker):
         return {
             "name": self.name,
             "model": self.core.name,
+            "dtype": str(self.core.dtype).removeprefix("torch."),
             "schedule": self.schedule,
             "k": self.k,
             "aggregation": self.aggregation,

@@ -136,6 +136,7 @@ class PointwiseReranker(BaseReranker):
         return {
             "name": self.name,
             "model": self.core.name,
+            "dtype": str(self.core.dtype).removeprefix("torch."),
             "doc_max_tokens": self.doc_max_tokens,
             "calibrate": self.calibrate,
         }

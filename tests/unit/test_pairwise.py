@@ -191,6 +191,7 @@ def test_registry_and_describe(tiny_model):
     assert r.describe() == {
         "name": "pairwise",
         "model": r.core.name,
+        "dtype": "float32",
         "schedule": "sliding",
         "k": 2,
         "aggregation": "ties",
