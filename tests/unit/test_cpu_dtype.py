@@ -1,17 +1,21 @@
-"""``dtype="auto"`` on CPU: bf16 detection and resolution.
+"""``dtype="auto"`` on CPU: bf16 detection, resolution, and float32 scores from bf16 weights.
 
-The detection is tested on injected flag sets (no dependence on this machine's CPU).
+The detection is tested on injected flag sets (no dependence on this machine's CPU); the
+bfloat16 tests load the tiny random models with ``dtype="bfloat16"`` explicitly.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
-from rerank_plugins.scoring import cpu, load_model, resolve_dtype
+from rerank_plugins.rerankers.pointwise import PointwiseReranker
+from rerank_plugins.scoring import cpu, get_core, load_model, resolve_dtype
 from rerank_plugins.scoring import model as model_module
+from rerank_plugins.scoring.attention import suffix_attention
 from rerank_plugins.scoring.cpu import CpuDtype, auto_cpu_dtype, choose_cpu_dtype
 
 CPU = torch.device("cpu")
@@ -144,3 +148,94 @@ def test_auto_loads_the_detected_dtype_and_shares_the_explicit_instance(tiny_mod
     assert load_model(tiny_model, device="cpu", dtype="bfloat16") is lm
     detected(SKYLAKE)
     assert load_model(tiny_model, device="cpu").dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- float32 scores from bf16 weights
+
+
+@pytest.fixture(scope="module")
+def bf16_core(tiny_model):
+    return get_core(tiny_model, device="cpu", dtype="bfloat16")
+
+
+def _bf16_representable(x: torch.Tensor) -> bool:
+    return bool((x.to(torch.bfloat16).float() == x).all())
+
+
+def test_next_token_logits_are_float32_dot_products_of_bf16_states(bf16_core) -> None:
+    assert bf16_core.dtype == torch.bfloat16 and "dtype=torch.bfloat16" in repr(bf16_core)
+    ids = bf16_core.tokenize("the quick brown fox jumps over the lazy dog")
+    wanted = list(range(3, 40))
+    got = bf16_core.next_token_logits([ids], wanted)
+    assert got.dtype == torch.float32
+    model = bf16_core.model
+    with torch.inference_mode():
+        hidden = model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+    head = model.get_output_embeddings().weight[wanted]
+    expected = head.float() @ hidden.float()
+    torch.testing.assert_close(got[0], expected, rtol=1e-5, atol=1e-5)
+    # not rounded to bf16 on the way (37 random logits all on the bf16 grid would be a fluke)
+    assert not _bf16_representable(got[0])
+
+
+def test_suffix_attention_rows_are_float32_probabilities(bf16_core, tiny_model) -> None:
+    ids = bf16_core.tokenize("Paris is the capital of France. Question: what is the capital of France?")
+    prefix, suffix = ids[:8], ids[8:]
+    rows = suffix_attention(bf16_core, prefix, [suffix])[0]
+    assert rows.dtype == torch.float32 and rows.shape == (len(suffix), len(ids))
+    n_heads = bf16_core.model.config.num_attention_heads
+    n_layers = bf16_core.model.config.num_hidden_layers
+    # each row is a sum of n_heads * n_layers softmax rows computed in float32
+    torch.testing.assert_close(rows.sum(-1), torch.full((len(suffix),), float(n_heads * n_layers)), rtol=0, atol=1e-5)
+    fp32 = suffix_attention(get_core(tiny_model, device="cpu", dtype="float32"), prefix, [suffix])[0]
+    # bf16 activations move each head's probabilities a little (under 0.02 on this tiny model)
+    assert float((rows - fp32).abs().max()) < 0.02 * n_heads * n_layers
+
+
+def test_captured_attention_scores_are_computed_in_float32() -> None:
+    from types import SimpleNamespace
+
+    from rerank_plugins.scoring import attention
+
+    torch.manual_seed(0)
+    # scores around +-20, where bf16 rounds to steps of 0.125 (up to 6% on exp(score))
+    q = (torch.randn(1, 4, 3, 16) * 2).to(torch.bfloat16)
+    k = (torch.randn(1, 2, 10, 16) * 2).to(torch.bfloat16)
+    v = torch.randn(1, 2, 10, 16).to(torch.bfloat16)
+    cap = attention._Capture([0], total=10, q_len=3, stop_after=None, per_layer=False)
+    attention._active.capture = cap
+    try:
+        out, _ = attention._capture_attention(SimpleNamespace(layer_idx=0), q, k, v, None, scaling=0.25)
+    finally:
+        attention._active.capture = None
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 3, 4, 16)
+    kf = k.float().repeat_interleave(2, dim=1)
+    scores = q.float() @ kf.transpose(2, 3) * 0.25
+    causal = torch.arange(10)[None, :] <= torch.arange(7, 10)[:, None]
+    expected = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)[0].sum(0)
+    assert cap.rows.dtype == torch.float32
+    torch.testing.assert_close(cap.rows[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pointwise_scores_are_float32_and_rank_like_float32(bf16_core, tiny_model) -> None:
+    docs = [
+        "Paris is the capital of France.",
+        "Berlin is the capital of Germany.",
+        "the quick brown fox jumps over the lazy dog",
+        "bananas are yellow",
+        "France is a country in Europe and Paris is its largest city.",
+        "yes",
+    ]
+    query = "what is the capital of France?"
+    bf16 = PointwiseReranker(bf16_core, calibrate=False)
+    fp32 = PointwiseReranker(get_core(tiny_model, device="cpu", dtype="float32"), calibrate=False)
+    assert bf16.describe()["dtype"] == "bfloat16" and fp32.describe()["dtype"] == "float32"
+    s16 = np.array(bf16.score(query, docs))
+    s32 = np.array(fp32.score(query, docs))
+    assert len(set(s16.tolist())) == len(docs)  # no ties from bf16 rounding
+    error = float(np.abs(s16 - s32).max())
+    # Equal rankings are expected only where float32's gaps exceed the bf16 error; on this
+    # tiny model every gap does (checked here, so the ranking check below is not luck).
+    gaps = np.diff(np.sort(s32))
+    assert gaps.min() > 2 * error, (gaps, error)
+    assert np.argsort(-s16).tolist() == np.argsort(-s32).tolist()
