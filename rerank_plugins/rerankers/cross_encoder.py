@@ -9,7 +9,7 @@ surrogates in the query or a document are replaced by U+FFFD first
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,6 +30,9 @@ class CrossEncoderReranker(BaseReranker):
         batch_size: pairs per forward pass.
         max_length: token limit per pair (longer pairs are truncated by the tokenizer).
         device: "auto"/None, "cpu", "cuda:0"...
+        dtype: "auto"/None (as for the LLM strategies: bf16 on CUDA, and on a CPU with AMX or
+            AVX512-BF16; float32 otherwise) or an explicit dtype. The output layer computes in
+            float32 whatever this is.
 
     Example:
         >>> r = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L6-v2")  # doctest: +SKIP
@@ -47,6 +50,7 @@ class CrossEncoderReranker(BaseReranker):
         batch_size: int = 32,
         max_length: int | None = 512,
         device: str | None = None,
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         check_positive_int("batch_size", batch_size)
@@ -55,7 +59,7 @@ class CrossEncoderReranker(BaseReranker):
         self.model_name = str(model)
         self.batch_size = batch_size
         self.encoder = load_cross_encoder(
-            model, device=device, max_length=max_length, trust_remote_code=trust_remote_code
+            model, device=device, dtype=dtype, max_length=max_length, trust_remote_code=trust_remote_code
         )
 
     def score(self, query: str, documents: list[str]) -> list[float]:
@@ -76,4 +80,9 @@ class CrossEncoderReranker(BaseReranker):
         return repr(self.model_name)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model_name, "batch_size": self.batch_size}
+        return {
+            "name": self.name,
+            "model": self.model_name,
+            "batch_size": self.batch_size,
+            "dtype": str(self.encoder.dtype).removeprefix("torch."),
+        }

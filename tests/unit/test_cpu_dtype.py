@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from rerank_plugins.rerankers.cross_encoder import CrossEncoderReranker
 from rerank_plugins.rerankers.pointwise import PointwiseReranker
+from rerank_plugins.retrieval import SentenceTransformerEmbedder, get_embedder
 from rerank_plugins.scoring import cpu, get_core, load_model, resolve_dtype
 from rerank_plugins.scoring import model as model_module
 from rerank_plugins.scoring.attention import suffix_attention
 from rerank_plugins.scoring.cpu import CpuDtype, auto_cpu_dtype, choose_cpu_dtype
+from rerank_plugins.scoring.model import load_cross_encoder
 
 CPU = torch.device("cpu")
 ZEN4 = {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}
@@ -239,3 +242,44 @@ def test_pointwise_scores_are_float32_and_rank_like_float32(bf16_core, tiny_mode
     gaps = np.diff(np.sort(s32))
     assert gaps.min() > 2 * error, (gaps, error)
     assert np.argsort(-s16).tolist() == np.argsort(-s32).tolist()
+
+
+# --------------------------------------------------------------------------- cross-encoder and embedder
+
+
+def test_cross_encoder_in_bf16_keeps_a_float32_head(tiny_cross_encoder) -> None:
+    ce = load_cross_encoder(tiny_cross_encoder, device="cpu", dtype="bfloat16")
+    assert ce.dtype == torch.bfloat16
+    assert ce.keep_in_fp32_modules == ["0.model.classifier"]
+    assert ce[0].model.classifier.weight.dtype == torch.bfloat16  # storage unchanged
+    pairs = [("capital of France", d) for d in ["Paris", "Berlin", "a fox", "Paris, France", "yes", "no"]]
+    identity = torch.nn.Identity()
+    s16 = ce.predict(pairs, activation_fn=identity, show_progress_bar=False)
+    ref = load_cross_encoder(tiny_cross_encoder, device="cpu", dtype="float32")
+    assert ref.keep_in_fp32_modules == []
+    s32 = ref.predict(pairs, activation_fn=identity, show_progress_bar=False)
+    np.testing.assert_allclose(s16, s32, atol=0.02)
+    assert not _bf16_representable(torch.from_numpy(np.asarray(s16, dtype=np.float32)))
+    r = CrossEncoderReranker(str(tiny_cross_encoder), device="cpu", dtype="bfloat16")
+    assert r.encoder.dtype == torch.bfloat16 and r.describe()["dtype"] == "bfloat16"
+    assert CrossEncoderReranker(str(tiny_cross_encoder), device="cpu", dtype="float32").describe()["dtype"] == "float32"
+
+
+def test_cross_encoder_auto_follows_the_detection(tiny_cross_encoder, detected) -> None:
+    detected(SAPPHIRE_RAPIDS)
+    assert load_cross_encoder(tiny_cross_encoder, device="cpu") is load_cross_encoder(
+        tiny_cross_encoder, device="cpu", dtype="bfloat16"
+    )
+
+
+def test_embedder_dtype(tiny_cross_encoder, detected) -> None:
+    emb = SentenceTransformerEmbedder(str(tiny_cross_encoder), device="cpu", dtype="bfloat16")
+    assert emb.dtype == "bfloat16" and "dtype='bfloat16'" in repr(emb)
+    vectors = emb.embed_documents(["a cat", "a dog"])
+    assert vectors.dtype == np.float32 and vectors.shape == (2, emb.dimension)
+    detected(SAPPHIRE_RAPIDS)
+    shared = get_embedder(str(tiny_cross_encoder), device="cpu")
+    assert shared.dtype == "bfloat16"
+    assert get_embedder(str(tiny_cross_encoder), device="cpu", dtype="bfloat16") is shared
+    detected(SKYLAKE)
+    assert get_embedder(str(tiny_cross_encoder), device="cpu").dtype == "float32"
