@@ -218,9 +218,7 @@ _cache: dict[tuple[str, str | None, Any], SentenceTransformerEmbedder] = {}
 _cache_lock = threading.Lock()
 
 
-def get_embedder(
-    model: str | Embedder, device: str | None = None, dtype: str | torch.dtype | None = None
-) -> Embedder:
+def get_embedder(model: str | Embedder, device: str | None = None, dtype: str | torch.dtype | None = None) -> Embedder:
     """The process-wide embedder for ``model``: loaded once per ``(model, device, dtype)``.
 
     Args:
@@ -238,17 +236,23 @@ def get_embedder(
         return model
     if not model:
         raise ValueError("embedder model name must be a non-empty string")
-    from rerank_plugins.scoring.model import resolve_device, resolve_dtype
-
-    # keyed by the resolved dtype: "auto" and the dtype it stands for share one model
-    dt = resolve_dtype(dtype, resolve_device(device))
-    key = (model, device, dt)
+    key = _cache_key(model, device, dtype)
     with _cache_lock:
         emb = _cache.get(key)
         if emb is None:
-            emb = SentenceTransformerEmbedder(model, device=device, dtype=dt)
+            emb = SentenceTransformerEmbedder(model, device=device, dtype=key[2])
             _cache[key] = emb
     return emb
+
+
+def _cache_key(model: str, device: str | None, dtype: str | torch.dtype | None = None) -> tuple[str, str | None, Any]:
+    """The key :func:`get_embedder` shares a model under (tests put fakes there).
+
+    Keyed by the resolved dtype: ``"auto"`` and the dtype it stands for share one model.
+    """
+    from rerank_plugins.scoring.model import resolve_device, resolve_dtype
+
+    return (model, device, resolve_dtype(dtype, resolve_device(device)))
 
 
 def embedder_from_spec(spec: Mapping[str, Any], device: str | None = None) -> Embedder:
