@@ -8,6 +8,10 @@
   A green run then means those tests ran.
 - The strategy registry is restored after every test, so tests that register names run in any
   order and in parallel.
+- ``dtype="auto"`` loads CPU models in float32 (``RERANK_CPU_DTYPE=float32``, also inherited by
+  subprocesses), so expected numbers do not depend on whether the machine has AMX or
+  AVX512-BF16. Set ``RERANK_CPU_DTYPE=auto`` to run the suite on the machine's own choice;
+  tests of bfloat16 itself ask for it explicitly.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 REQUIRE_REAL_ENV = "RERANK_TEST_REQUIRE_REAL"
+
+os.environ.setdefault("RERANK_CPU_DTYPE", "float32")
 
 # Fixtures that hand out provisioned weights or the shared data (tests/conftest.py and the
 # integration conftests of both adapter packages).

@@ -7,7 +7,7 @@ options and maps scores back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
@@ -28,6 +28,11 @@ class CrossEncoderOptions(Options):
         default=512, ge=8, description="Token limit per pair (longer pairs are truncated by the tokenizer)."
     )
     device: StrictStr | None = Field(default=None, description='"cuda", "cpu"...; None picks CUDA when present.')
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
+        default=None,
+        description="Weights' dtype; None/auto as for the LLM strategies (bf16 on CUDA and on a CPU with AMX or "
+        "AVX512-BF16, float32 otherwise). The output layer computes in float32 whatever this is.",
+    )
     trust_remote_code: StrictBool = Field(default=False, description="Run the model repository's own code.")
 
     def settings(self) -> dict[str, Any]:
@@ -62,7 +67,7 @@ class CrossEncoderReranker(ModelReranker):
         check_model_name(model)
         o = self.options
         return get_cross_encoder_core(
-            model, device=o.device, max_length=o.max_length, trust_remote_code=o.trust_remote_code
+            model, device=o.device, dtype=o.dtype, max_length=o.max_length, trust_remote_code=o.trust_remote_code
         )
 
     def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:

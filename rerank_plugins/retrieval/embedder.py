@@ -22,11 +22,14 @@ import re
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from rerank_plugins.text import clean_text
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Embedder",
@@ -76,14 +79,18 @@ def _progress_default(show_progress: bool | None) -> bool:
 class SentenceTransformerEmbedder:
     """A thin wrapper over ``sentence_transformers.SentenceTransformer``.
 
-    Prefer :func:`get_embedder`, which shares one loaded model per ``(name, device)`` in the
-    process. Queries and documents go through ``encode_query`` / ``encode_document``, so models
+    Prefer :func:`get_embedder`, which shares one loaded model per ``(name, device, dtype)`` in
+    the process. Queries and documents go through ``encode_query`` / ``encode_document``, so models
     with configured prompts (E5, BGE, ...) get them.
 
     Args:
         name: hub id or local folder of a sentence-transformers model.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` lets sentence-transformers pick
             (CUDA when present, else CPU).
+        dtype: ``"auto"``/``None`` resolves as for the LLM
+            (:func:`~rerank_plugins.scoring.resolve_dtype`: bf16 on CUDA, and on a CPU with AMX
+            or AVX512-BF16; float32 otherwise), or an explicit ``"float32"``, ``"bfloat16"``...
+            Embeddings are returned as float32 either way.
 
     Example:
         >>> emb = SentenceTransformerEmbedder("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
@@ -91,17 +98,21 @@ class SentenceTransformerEmbedder:
         (1, 384)
     """
 
-    def __init__(self, name: str, device: str | None = None) -> None:
+    def __init__(self, name: str, device: str | None = None, dtype: str | torch.dtype | None = None) -> None:
         from sentence_transformers import SentenceTransformer
+
+        from rerank_plugins.scoring.model import loading, resolve_device, resolve_dtype
 
         self._name = name
         path = os.path.expanduser(name)
-        logger.info("loading sentence-transformers model %s (device=%s)", name, device or "auto")
-        from rerank_plugins.scoring.model import loading
+        dt = resolve_dtype(dtype, resolve_device(device))
+        logger.info("loading sentence-transformers model %s (device=%s, %s)", name, device or "auto", dt)
 
         # A local folder that fails to load names the broken file; a hub id's error stays as it is.
         with loading("embedder", path) if os.path.exists(path) else contextlib.nullcontext():
-            self.model = SentenceTransformer(path if os.path.isdir(path) else name, device=device)
+            self.model = SentenceTransformer(
+                path if os.path.isdir(path) else name, device=device, model_kwargs={"dtype": dt}
+            )
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (self.model.get_sentence_embedding_dimension)
         dim = get_dim()
         if not dim:
@@ -119,6 +130,11 @@ class SentenceTransformerEmbedder:
     @property
     def device(self) -> str:
         return str(self.model.device)
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype, e.g. ``"bfloat16"``."""
+        return str(self.model.dtype).removeprefix("torch.")
 
     def _encode(self, method: str, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
         # Tokenizers raise TypeError on lone surrogates.
@@ -141,7 +157,7 @@ class SentenceTransformerEmbedder:
         return {"kind": "sentence-transformers", "name": self._name, "dimension": self._dimension}
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEmbedder({self._name!r}, device={self.device!r})"
+        return f"SentenceTransformerEmbedder({self._name!r}, device={self.device!r}, dtype={self.dtype!r})"
 
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -198,17 +214,17 @@ class HashingEmbedder:
         return f"HashingEmbedder(dimension={self._dimension})"
 
 
-_cache: dict[tuple[str, str | None], SentenceTransformerEmbedder] = {}
+_cache: dict[tuple[str, str | None, Any], SentenceTransformerEmbedder] = {}
 _cache_lock = threading.Lock()
 
 
-def get_embedder(model: str | Embedder, device: str | None = None) -> Embedder:
-    """The process-wide embedder for ``model``: loaded once per ``(model, device)``.
+def get_embedder(model: str | Embedder, device: str | None = None, dtype: str | torch.dtype | None = None) -> Embedder:
+    """The process-wide embedder for ``model``: loaded once per ``(model, device, dtype)``.
 
     Args:
         model: hub id or local folder of a sentence-transformers model, or an embedder object
             (returned unchanged).
-        device: as for :class:`SentenceTransformerEmbedder`.
+        device, dtype: as for :class:`SentenceTransformerEmbedder`.
 
     Example:
         >>> get_embedder(HashingEmbedder(8)).dimension
@@ -220,13 +236,23 @@ def get_embedder(model: str | Embedder, device: str | None = None) -> Embedder:
         return model
     if not model:
         raise ValueError("embedder model name must be a non-empty string")
-    key = (model, device)
+    key = _cache_key(model, device, dtype)
     with _cache_lock:
         emb = _cache.get(key)
         if emb is None:
-            emb = SentenceTransformerEmbedder(model, device=device)
+            emb = SentenceTransformerEmbedder(model, device=device, dtype=key[2])
             _cache[key] = emb
     return emb
+
+
+def _cache_key(model: str, device: str | None, dtype: str | torch.dtype | None = None) -> tuple[str, str | None, Any]:
+    """The key :func:`get_embedder` shares a model under (tests put fakes there).
+
+    Keyed by the resolved dtype: ``"auto"`` and the dtype it stands for share one model.
+    """
+    from rerank_plugins.scoring.model import resolve_device, resolve_dtype
+
+    return (model, device, resolve_dtype(dtype, resolve_device(device)))
 
 
 def embedder_from_spec(spec: Mapping[str, Any], device: str | None = None) -> Embedder:

@@ -106,7 +106,10 @@ def _capture_attention(
     n_rep = query.shape[1] // key.shape[1]
     k = _repeat_kv(key, n_rep)
     v = _repeat_kv(value, n_rep)
-    scores = torch.matmul(query, k.transpose(2, 3)) * scaling
+    # Scores and probabilities in float32 whatever the weights' dtype: bf16 scores near 20 are
+    # rounded to steps of 0.125, which moves exp(score) by up to 6%. Only the few suffix rows
+    # are computed here, so the float32 product is cheap.
+    scores = torch.matmul(query.float(), k.float().transpose(2, 3)) * scaling
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     q_len, kv_len = query.shape[2], key.shape[2]

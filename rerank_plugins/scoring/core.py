@@ -5,7 +5,8 @@
 
     * :meth:`ScoringCore.next_token_logits`: for a batch of prompts, the logits of chosen next
       tokens, computed from the last hidden state of each row projected onto only those rows
-      of the output embedding (never full-vocabulary logits for every position).
+      of the output embedding (never full-vocabulary logits for every position), in float32
+      whatever the weights' dtype.
     * :meth:`ScoringCore.generate`: short greedy generation.
     * :meth:`ScoringCore.suffix_attention`: attention of query rows onto every position
       (:mod:`rerank_plugins.scoring.attention`), for the architectures it supports.
@@ -272,9 +273,11 @@ class ScoringCore(ChatPrompts):
             h = hidden[torch.arange(len(chunk), device=self.device), last]  # [b, H]
             wanted = torch.tensor([token_ids[i] for i in chunk], device=self.device)  # [b, K]
             w = head.weight[wanted]  # [b, K, H]: only the rows we need
-            logits = torch.einsum("bh,bkh->bk", h.to(w.dtype), w)
+            # float32 whatever the weights' dtype: a bf16 logit is rounded to 8 bits of mantissa
+            # (steps of 0.0625 near 10), as coarse as the Yes/No gaps being compared.
+            logits = torch.einsum("bh,bkh->bk", h.float(), w.float())
             if getattr(head, "bias", None) is not None:
-                logits = logits + head.bias[wanted]
+                logits = logits + head.bias[wanted].float()
             if self._softcap:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
             out[torch.tensor(chunk)] = logits.float().cpu()

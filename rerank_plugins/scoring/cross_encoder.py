@@ -59,7 +59,12 @@ class CrossEncoderCore:
 
     def describe(self) -> dict[str, Any]:
         """The backend's settings, for reports."""
-        return {"backend": "sentence-transformers", "model": self.name, "device": str(self.encoder.device)}
+        return {
+            "backend": "sentence-transformers",
+            "model": self.name,
+            "device": str(self.encoder.device),
+            "dtype": str(self.encoder.dtype).removeprefix("torch."),
+        }
 
     def __repr__(self) -> str:
         return f"CrossEncoderCore({self.name!r})"
@@ -73,11 +78,14 @@ def get_cross_encoder_core(
     model: str | os.PathLike[str],
     *,
     device: str | None = None,
+    dtype: str | None = None,
     max_length: int | None = 512,
     trust_remote_code: bool = False,
 ) -> CrossEncoderCore:
     """The process-wide :class:`CrossEncoderCore` for a cross-encoder (loaded once, then shared)."""
-    encoder = load_cross_encoder(model, device=device, max_length=max_length, trust_remote_code=trust_remote_code)
+    encoder = load_cross_encoder(
+        model, device=device, dtype=dtype, max_length=max_length, trust_remote_code=trust_remote_code  # type: ignore[arg-type]
+    )
     with _lock:
         core = _cores.get(id(encoder))
         if core is None or core.encoder is not encoder:

@@ -26,11 +26,14 @@ from typing import Any, Literal
 
 import torch
 
+from rerank_plugins.scoring.cpu import auto_cpu_dtype
+
 __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "ModelSpec",
     "clear_cache",
+    "keep_head_float32",
     "load_count",
     "load_cross_encoder",
     "load_failure",
@@ -166,14 +169,22 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, fp32 on CPU; an explicit ``dtype`` wins.
+    """The dtype to load weights in; an explicit ``dtype`` wins.
+
+    ``None``/``"auto"``: bfloat16 on CUDA; on CPU, bfloat16 when the processor computes bf16
+    natively (AMX or AVX512-BF16) and float32 otherwise (:func:`~rerank_plugins.scoring.cpu.auto_cpu_dtype`,
+    logged once); float32 on any other device.
 
     Example:
-        >>> resolve_dtype(None, torch.device("cpu"))
+        >>> resolve_dtype("float32", torch.device("cpu"))
         torch.float32
     """
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16
+        if device.type == "cpu":
+            return auto_cpu_dtype().dtype
+        return torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype}")
@@ -313,7 +324,8 @@ def load_model(
     Args:
         model: a hub id, a local folder holding config.json, or a ``.gguf`` file.
         device: ``"auto"``/None (CUDA if present, else CPU), ``"cpu"``, ``"cuda:0"``...
-        dtype: None/"auto" (bf16 on CUDA, fp32 on CPU) or an explicit dtype.
+        dtype: None/"auto" (bf16 on CUDA; on CPU bf16 with AMX or AVX512-BF16, else fp32; see
+            :func:`resolve_dtype`) or an explicit dtype.
         attn_implementation: transformers' attention kernel; None lets transformers choose (SDPA).
         trust_remote_code: run code shipped with the checkpoint; off unless asked.
         gpu_memory_fraction: cap this process's CUDA memory (0-1] so the reranker can share
@@ -386,10 +398,15 @@ def load_cross_encoder(
     model: str | os.PathLike[str],
     *,
     device: str | torch.device | None = None,
+    dtype: DTypeName | torch.dtype | None = None,
     max_length: int | None = None,
     trust_remote_code: bool = False,
 ) -> Any:
     """Load (once per process and settings) a sentence-transformers ``CrossEncoder``.
+
+    ``dtype`` resolves as for the LLM (:func:`resolve_dtype`). Below float32 the classification
+    head still computes and returns float32 (:func:`keep_head_float32`), so scores are not
+    rounded to bf16's 8 bits of mantissa, which would tie close documents.
 
     Example:
         >>> ce = load_cross_encoder("cross-encoder/ms-marco-MiniLM-L6-v2")  # doctest: +SKIP
@@ -401,20 +418,51 @@ def load_cross_encoder(
     if text.startswith((".", "/", "~")) and not Path(text).is_dir():
         raise FileNotFoundError(f"model: cross-encoder folder not found: {text}")
     dev = resolve_device(device)
-    key = ("cross-encoder", text, str(dev), max_length, trust_remote_code)
+    dt = resolve_dtype(dtype, dev)
+    key = ("cross-encoder", text, str(dev), dt, max_length, trust_remote_code)
 
     def load() -> Any:
         global _loads
         start = time.perf_counter()
         with loading("cross-encoder", text):
-            ce = CrossEncoder(text, device=str(dev), max_length=max_length, trust_remote_code=trust_remote_code)
+            ce = CrossEncoder(
+                text,
+                device=str(dev),
+                max_length=max_length,
+                trust_remote_code=trust_remote_code,
+                model_kwargs={"dtype": dt},
+            )
+        if dt != torch.float32:
+            keep_head_float32(ce)
         # Query and document text is data: "[SEP]" inside it must not become the separator token.
         ce.tokenizer.split_special_tokens = True
         _loads += 1
-        logger.info("loaded cross-encoder %s on %s in %.1fs", text, dev, time.perf_counter() - start)
+        logger.info("loaded cross-encoder %s on %s (%s) in %.1fs", text, dev, dt, time.perf_counter() - start)
         return ce
 
     return _load_once(key, load)
+
+
+def keep_head_float32(ce: Any) -> str | None:
+    """Make a ``CrossEncoder``'s output layer compute in float32; return its module path.
+
+    The output layer is the last ``nn.Linear`` with ``num_labels`` outputs (BERT's
+    ``classifier``, XLM-R's ``classifier.out_proj``, Qwen's ``score``). Its weights keep their
+    dtype; sentence-transformers' ``set_keep_in_fp32_modules`` casts them per call. ``None``
+    (logged) when no such layer is found or this sentence-transformers lacks the method.
+    """
+    setter = getattr(ce, "set_keep_in_fp32_modules", None)
+    labels = getattr(getattr(ce, "config", None), "num_labels", None)
+    heads = [
+        name
+        for name, module in ce.named_modules()
+        if type(module) is torch.nn.Linear and (labels is None or module.out_features == labels)
+    ]
+    if setter is None or not heads:
+        logger.info("cross-encoder scores stay in %s: no float32 output layer could be set", ce.dtype)
+        return None
+    setter([heads[-1]])
+    return heads[-1]
 
 
 @functools.cache

@@ -123,7 +123,7 @@ def fake_embedder(monkeypatch: pytest.MonkeyPatch, requires_faiss: None) -> str:
     from rerank_plugins.retrieval import HashingEmbedder
     from rerank_plugins.retrieval import embedder as embedder_module
 
-    monkeypatch.setitem(embedder_module._cache, ("fake", None), HashingEmbedder(64))
+    monkeypatch.setitem(embedder_module._cache, embedder_module._cache_key("fake", None), HashingEmbedder(64))
     return "fake"
 
 
@@ -170,6 +170,6 @@ def test_search_k_and_embedder_override(tmp_path: Path, fake_embedder: str, caps
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["rank"], x["id"]) for x in lines][:1] == [(1, "f.txt")] and len(lines) == 2
     # another query embedder of the wrong dimension is refused by name
-    monkeypatch.setitem(embedder_module._cache, ("other", None), HashingEmbedder(32))
+    monkeypatch.setitem(embedder_module._cache, embedder_module._cache_key("other", None), HashingEmbedder(32))
     assert main(["search", str(tmp_path / "idx"), "red fox", "--embedder", "other"]) == 1
     assert "dimension" in capsys.readouterr().err

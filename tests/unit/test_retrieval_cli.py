@@ -16,7 +16,7 @@ from rerank_plugins.retrieval import embedder as embedder_module
 @pytest.fixture
 def fake_model(monkeypatch) -> str:
     """Make the model name "fake" resolve to a hashing embedder (no weights)."""
-    monkeypatch.setitem(embedder_module._cache, ("fake", None), HashingEmbedder(64))
+    monkeypatch.setitem(embedder_module._cache, embedder_module._cache_key("fake", None), HashingEmbedder(64))
     return "fake"
 
 
