@@ -17,7 +17,6 @@ from rerank_plugins.rerankers.pointwise import PointwiseReranker
 from rerank_plugins.retrieval import SentenceTransformerEmbedder, get_embedder
 from rerank_plugins.scoring import cpu, get_core, load_model, resolve_dtype
 from rerank_plugins.scoring import model as model_module
-from rerank_plugins.scoring.attention import suffix_attention
 from rerank_plugins.scoring.cpu import CpuDtype, auto_cpu_dtype, choose_cpu_dtype
 from rerank_plugins.scoring.model import load_cross_encoder
 
@@ -184,13 +183,13 @@ def test_next_token_logits_are_float32_dot_products_of_bf16_states(bf16_core) ->
 def test_suffix_attention_rows_are_float32_probabilities(bf16_core, tiny_model) -> None:
     ids = bf16_core.tokenize("Paris is the capital of France. Question: what is the capital of France?")
     prefix, suffix = ids[:8], ids[8:]
-    rows = suffix_attention(bf16_core, prefix, [suffix])[0]
+    rows = bf16_core.suffix_attention(prefix, [suffix])[0]
     assert rows.dtype == torch.float32 and rows.shape == (len(suffix), len(ids))
     n_heads = bf16_core.model.config.num_attention_heads
     n_layers = bf16_core.model.config.num_hidden_layers
     # each row is a sum of n_heads * n_layers softmax rows computed in float32
     torch.testing.assert_close(rows.sum(-1), torch.full((len(suffix),), float(n_heads * n_layers)), rtol=0, atol=1e-5)
-    fp32 = suffix_attention(get_core(tiny_model, device="cpu", dtype="float32"), prefix, [suffix])[0]
+    fp32 = get_core(tiny_model, device="cpu", dtype="float32").suffix_attention(prefix, [suffix])[0]
     # bf16 activations move each head's probabilities a little (under 0.02 on this tiny model)
     assert float((rows - fp32).abs().max()) < 0.02 * n_heads * n_layers
 
