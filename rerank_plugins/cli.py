@@ -151,7 +151,8 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
                          "also times the bare-forward reference")
     rr.add_argument("--device", help="device passed to methods that take one (default: CUDA if present, else CPU)")
     rr.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                    help="dtype passed to methods that take one (default: bf16 on GPU, fp32 on CPU)")
+                    help="dtype passed to methods that take one (default auto: bf16 on GPU and on CPUs with AMX or "
+                         "AVX512-BF16, else fp32)")
 
     ev = p.add_argument_group("measures")
     ev.add_argument("--measure", dest="measures", action="append", default=[], metavar="NAME",

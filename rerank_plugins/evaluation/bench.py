@@ -460,6 +460,9 @@ def _run_methods(
             reranker = registry.create(spec.name, **spec.options)
         except (TypeError, ValueError) as e:
             raise ValueError(f"method {spec.label!r}: cannot build {spec.name!r} with {spec.options}: {e}") from e
+        if callable(getattr(reranker, "describe", None)):
+            # every setting as resolved (the dtype "auto" picked on this machine among them)
+            entry["settings"] = jsonable(reranker.describe())
         core = getattr(reranker, "core", None)
         if core is not None:
             model_name = str(getattr(core, "name", spec.options.get("model", "")))
