@@ -19,7 +19,7 @@ from rerank_plugins.decomposition.parsing import normalize_question, parse_subqu
 from rerank_plugins.types import validate_query
 
 if TYPE_CHECKING:
-    from rerank_plugins.scoring import ScoringCore
+    from rerank_plugins.scoring.protocol import ScoringBackend
 
 __all__ = ["DEFAULT_PROMPT", "AComplete", "Complete", "Decomposer", "Decomposition", "query_list"]
 
@@ -86,7 +86,8 @@ class Decomposer:
     """Asks an LLM for sub-questions and parses them robustly.
 
     Args:
-        llm: the shared scoring core (or a model name / folder resolved through
+        llm: a scoring backend offering ``"prompts"`` and ``"generate"`` (the shared
+            :class:`~rerank_plugins.scoring.ScoringCore`, or a model name / folder resolved through
             :func:`rerank_plugins.scoring.get_core`), or any callable ``prompt -> text``; wrap a
             LlamaIndex LLM as ``lambda p: llm.complete(p).text`` and a LangChain chat model as
             ``lambda p: model.invoke(p).content`` (the integration packages do this for you).
@@ -110,7 +111,7 @@ class Decomposer:
 
     def __init__(
         self,
-        llm: str | os.PathLike[str] | ScoringCore | Complete,
+        llm: str | os.PathLike[str] | ScoringBackend | Complete,
         *,
         max_subquestions: int = 3,
         prompt: str = DEFAULT_PROMPT,
@@ -130,19 +131,18 @@ class Decomposer:
             raise ValueError(f"on_error must be 'raise' or 'fallback', got {on_error!r}")
         if acomplete is not None and not callable(acomplete):
             raise ValueError("acomplete must be an async callable prompt -> text")
-        self.core: ScoringCore | None = None
+        self.core: ScoringBackend | None = None
         self.complete: Complete | None = None
-        if isinstance(llm, (str, os.PathLike)) or _is_core(llm):
+        if callable(llm):
+            self.complete = llm
+        elif _is_model(llm):
             from rerank_plugins.scoring import get_core
+            from rerank_plugins.scoring.protocol import require
 
             self.core = get_core(llm)  # type: ignore[arg-type]
-        elif callable(llm):
-            self.complete = llm
+            require(self.core, "prompts", "generate", strategy="decomposition")
         else:
-            raise ValueError(
-                "llm must be a ScoringCore, a model name or folder, or a callable prompt -> text; "
-                f"got {type(llm).__name__}"
-            )
+            raise ValueError(f"llm must be {_LLM_KINDS}; got {type(llm).__name__}")
         self.acomplete = acomplete
         self.max_subquestions = max_subquestions
         self.prompt = prompt
@@ -240,6 +240,17 @@ class Decomposer:
         }
 
 
-def _is_core(obj: object) -> bool:
-    # Avoid importing torch for callables: only look at the class name chain.
-    return any(c.__name__ == "ScoringCore" for c in type(obj).__mro__)
+_LLM_KINDS = "a scoring backend (a ScoringCore), a model name or folder, or a callable prompt -> text"
+
+
+def _is_model(llm: object) -> bool:
+    """A model name or folder, or a scoring backend.
+
+    Asked only of what is not callable: importing :mod:`rerank_plugins.scoring` loads torch,
+    which a plain ``prompt -> text`` callable never needs.
+    """
+    if isinstance(llm, (str, os.PathLike)):
+        return True
+    from rerank_plugins.scoring.protocol import is_backend
+
+    return is_backend(llm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -253,6 +254,46 @@ def test_decomposer_bad_arguments(kwargs: dict[str, object], match: str) -> None
 def test_decomposer_rejects_a_non_callable_llm() -> None:
     with pytest.raises(ValueError, match="llm must be"):
         Decomposer(42)  # type: ignore[arg-type]
+
+
+class ScoringOnlyBackend:
+    """A backend that scores but cannot generate (as a cross-encoder or a logits-only server)."""
+
+    name = "scoring-only"
+    capabilities = frozenset({"prompts", "logits"})
+
+
+class GeneratingBackend:
+    """A backend test double with the two primitives a decomposer needs; records its prompts."""
+
+    name = "generating-double"
+    capabilities = frozenset({"prompts", "generate"})
+
+    def __init__(self) -> None:
+        self.prompts: list[list[int]] = []
+
+    def encode_chat(self, parts, *, system=None, assistant_prefix=""):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(input_ids=[len(parts[0]), len(assistant_prefix)])
+
+    def generate(self, prompts, max_new_tokens=64):  # type: ignore[no-untyped-def]
+        self.prompts.extend(list(p) for p in prompts)
+        return [" NVIDIA profit\n2. Apple profit"] * len(prompts)
+
+
+def test_a_backend_without_generation_fails_at_construction() -> None:
+    from rerank_plugins.scoring import MissingPrimitiveError
+
+    with pytest.raises(MissingPrimitiveError, match=r"decomposition .* text generation \('generate'\).*'scoring-only'"):
+        Decomposer(ScoringOnlyBackend())  # type: ignore[arg-type]
+
+
+def test_any_backend_with_prompts_and_generate_writes_the_sub_questions() -> None:
+    backend = GeneratingBackend()
+    d = Decomposer(backend, max_new_tokens=8)  # type: ignore[arg-type]
+    assert d.core is backend and d.assistant_prefix == "1."
+    # the forced "1." opens the answer, so the generated text continues a numbered list
+    assert d.decompose_batch(["Who earned more?", "Q two?"])[0].sub_questions == ("NVIDIA profit", "Apple profit")
+    assert len(backend.prompts) == 2
 
 
 def test_decompose_rejects_a_blank_question() -> None:
