@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from rerank_plugins.types import Reranker, validate_top_k
+from rerank_plugins.types import Hit, Reranker, validate_top_k
 
 __all__ = [
     "FUSION_METHODS",
@@ -23,13 +23,27 @@ __all__ = [
     "PooledDocument",
     "Provenance",
     "arerank_pool",
+    "check_fusion",
     "cut",
     "fuse",
     "rerank_pool",
 ]
 
 FusionMethod = Literal["rrf", "max", "none"]
-FUSION_METHODS = ("rrf", "max", "none")
+FUSION_METHODS: tuple[FusionMethod, ...] = ("rrf", "max", "none")
+
+
+def check_fusion(method: object, rrf_k: object, *, name: str = "method") -> None:
+    """``ValueError`` unless ``method`` is a fusion method and ``rrf_k`` a non-negative number.
+
+    Example:
+        >>> check_fusion("rrf", 60) is None
+        True
+    """
+    if method not in FUSION_METHODS:
+        raise ValueError(f"{name} must be one of {', '.join(FUSION_METHODS)}; got {method!r}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
+        raise ValueError(f"rrf_k must be a non-negative number, got {rrf_k!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +137,7 @@ def fuse(
         >>> [(p.query_index, p.rank) for p in pool[0].found_by]
         [(0, 2), (1, 1)]
     """
-    if method not in FUSION_METHODS:
-        raise ValueError(f"method must be one of {', '.join(FUSION_METHODS)}; got {method!r}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
-        raise ValueError(f"rrf_k must be a non-negative number, got {rrf_k!r}")
+    check_fusion(method, rrf_k)
     if isinstance(rankings, (str, bytes)) or not isinstance(rankings, Sequence):
         raise ValueError("rankings must be a sequence of rankings (one per query)")
     if queries is not None and len(queries) != len(rankings):
@@ -166,10 +177,15 @@ def fuse(
     return [PooledDocument(d, texts[d], fused[d], tuple(trace[d]), None, payloads[d]) for d in ranked]
 
 
-def cut(pool: Sequence[PooledDocument], pool_size: int | None) -> list[PooledDocument]:
-    """The first ``pool_size`` documents of the pool (``None``: all of them)."""
-    pool_size = validate_top_k(pool_size)
-    return list(pool[:pool_size] if pool_size is not None else pool)
+def cut(pool: Sequence[PooledDocument], n: int | None) -> list[PooledDocument]:
+    """The first ``n`` documents of the pool (``None``: all of them).
+
+    Example:
+        >>> [d.id for d in cut(fuse([[("a", 1.0, "A"), ("b", 0.5, "B")]]), 1)]
+        ['a']
+    """
+    n = validate_top_k(n)
+    return list(pool[:n] if n is not None else pool)
 
 
 def rerank_pool(
@@ -189,8 +205,7 @@ def rerank_pool(
         [('b', 2.0), ('a', 0.0)]
     """
     docs = cut(pool, pool_size)
-    hits = reranker.rerank(question, [d.text for d in docs], top_k)
-    return [replace(docs[h.index], rerank_score=float(h.score)) for h in hits]
+    return _reranked(docs, reranker.rerank(question, [d.text for d in docs], top_k))
 
 
 async def arerank_pool(
@@ -203,5 +218,8 @@ async def arerank_pool(
 ) -> list[PooledDocument]:
     """Async :func:`rerank_pool` (``reranker.arerank``)."""
     docs = cut(pool, pool_size)
-    hits = await reranker.arerank(question, [d.text for d in docs], top_k)
+    return _reranked(docs, await reranker.arerank(question, [d.text for d in docs], top_k))
+
+
+def _reranked(docs: list[PooledDocument], hits: Sequence[Hit]) -> list[PooledDocument]:
     return [replace(docs[h.index], rerank_score=float(h.score)) for h in hits]

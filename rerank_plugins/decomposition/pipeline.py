@@ -1,24 +1,29 @@
 """The pipeline: decompose, retrieve for every query, fuse, rerank against the original question.
 
 :class:`DecompositionRetriever` chains the steps over any retriever with a batched
-``search(queries, k)`` (a :class:`~rerank_plugins.retrieval.FaissIndex` works as is). The
-LlamaIndex and LangChain faces live in the integration packages.
+``search(queries, k)`` (a :class:`~rerank_plugins.retrieval.FaissIndex` works as is). The steps
+are written once, as a generator that yields each call waiting on a model or a retriever;
+:meth:`~DecompositionRetriever.retrieve` makes those calls in the calling thread and
+:meth:`~DecompositionRetriever.aretrieve` awaits them, so the two differ in nothing else. The
+LlamaIndex and LangChain faces (the integration packages) turn their framework's retriever into
+a :class:`BatchRetriever`, call this pipeline and convert its result back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from rerank_plugins.decomposition.decomposer import Decomposer, Decomposition, query_list
 from rerank_plugins.decomposition.fusion import (
-    FUSION_METHODS,
     FusionMethod,
     PooledDocument,
     arerank_pool,
+    check_fusion,
     cut,
     fuse,
     rerank_pool,
@@ -32,19 +37,32 @@ __all__ = ["BatchRetriever", "DecompositionResult", "DecompositionRetriever", "a
 class BatchRetriever(Protocol):
     """A retriever answering several queries at once: ``search(queries, k)`` -> one ranking per query.
 
-    Items are ``(id, score, text)`` tuples or objects with ``id``, ``score`` and ``text``.
+    Items are ``(id, score, text)`` or ``(id, score, text, payload)`` tuples, or objects with
+    ``id``, ``score`` and ``text``. A retriever may also offer ``async asearch(queries, k)``
+    with the same result, which :meth:`DecompositionRetriever.aretrieve` awaits; without it,
+    ``aretrieve`` calls ``search`` once per query, each in a worker thread, all at once (so
+    ``search`` must be safe to call from several threads).
     """
 
     def search(self, queries: list[str], k: int) -> Sequence[Sequence[Any]]: ...
 
 
 class _SearchBatchAdapter:
+    """An index with ``search_batch`` (a FaissIndex): every query in one embedding pass, also async.
+
+    The async search stays one batch in one worker thread: a batch embeds faster than the same
+    queries one by one, and an embedder's tokenizer may not be shared between threads.
+    """
+
     def __init__(self, obj: Any) -> None:
         self.obj = obj
 
     def search(self, queries: list[str], k: int) -> Sequence[Sequence[Any]]:
         result: Sequence[Sequence[Any]] = self.obj.search_batch(queries, k=k)
         return result
+
+    async def asearch(self, queries: list[str], k: int) -> Sequence[Sequence[Any]]:
+        return await asyncio.to_thread(self.search, queries, k)
 
 
 class _FunctionAdapter:
@@ -61,17 +79,49 @@ def as_batch_retriever(retriever: Any) -> BatchRetriever:
 
     Accepted: an object with ``search_batch(queries, k=...)`` (e.g.
     :class:`~rerank_plugins.retrieval.FaissIndex`), an object with ``search(queries, k)``
-    (the protocol itself), or a function ``(queries, k) -> rankings``.
+    (the protocol itself, with or without ``asearch``), or a function ``(queries, k) -> rankings``.
     """
     if hasattr(retriever, "search_batch"):
         return _SearchBatchAdapter(retriever)
     if callable(getattr(retriever, "search", None)):
-        return retriever
+        return retriever  # type: ignore[no-any-return]
     if callable(retriever):
         return _FunctionAdapter(retriever)
     raise ValueError(
         "retriever must have search_batch(queries, k), search(queries, k), or be a function (queries, k) -> rankings"
     )
+
+
+def _rankings(queries: Sequence[str], rankings: object) -> Sequence[Sequence[Any]]:
+    """The retriever's answer, checked to hold one ranking per query."""
+    if isinstance(rankings, (str, bytes)) or not isinstance(rankings, Sequence):
+        raise ValueError(f"the retriever must return one ranking per query, got {type(rankings).__name__}")
+    if len(rankings) != len(queries):
+        raise ValueError(f"the retriever returned {len(rankings)} rankings for {len(queries)} queries")
+    return rankings
+
+
+async def _asearch(retriever: BatchRetriever, queries: list[str], k: int) -> Sequence[Sequence[Any]]:
+    """The retriever's async batch search, or its sync search once per query in worker threads, all at once."""
+    asearch = getattr(retriever, "asearch", None)
+    if callable(asearch):
+        rankings: Sequence[Sequence[Any]] = await asearch(queries, k)
+        return rankings
+    parts = await asyncio.gather(*(asyncio.to_thread(retriever.search, [q], k) for q in queries))
+    return [ranking for q, part in zip(queries, parts, strict=True) for ranking in _rankings([q], part)]
+
+
+class _Call:
+    """One step of the pipeline that waits on a model or a retriever: the same call, sync or async."""
+
+    def __init__(self, sync: Callable[..., Any], asynchronous: Callable[..., Awaitable[Any]], *args: Any, **kw: Any):
+        self.sync, self.asynchronous, self.args, self.kwargs = sync, asynchronous, args, kw
+
+    def run(self) -> Any:
+        return self.sync(*self.args, **self.kwargs)
+
+    async def arun(self) -> Any:
+        return await self.asynchronous(*self.args, **self.kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +160,9 @@ class DecompositionRetriever:
         top_k: documents returned (``None``: all reranked / pooled).
         include_original: retrieve with the original question besides the sub-questions.
 
+    :meth:`retrieve` sends every query to the retriever in one batched ``search``;
+    :meth:`aretrieve` runs them concurrently (see :class:`BatchRetriever`).
+
     Example:
         >>> from rerank_plugins.retrieval import FaissIndex, HashingEmbedder
         >>> index = FaissIndex.build(["NVIDIA profit", "Apple profit", "pears"], embedder=HashingEmbedder(64))
@@ -132,10 +185,7 @@ class DecompositionRetriever:
         top_k: int | None = None,
         include_original: bool = True,
     ) -> None:
-        if fusion not in FUSION_METHODS:
-            raise ValueError(f"fusion must be one of {', '.join(FUSION_METHODS)}; got {fusion!r}")
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
-            raise ValueError(f"rrf_k must be a non-negative number, got {rrf_k!r}")
+        check_fusion(fusion, rrf_k, name="fusion")
         if decomposer is not None and not isinstance(decomposer, Decomposer):
             raise ValueError(f"decomposer must be a Decomposer or None, got {type(decomposer).__name__}")
         if reranker is not None and not isinstance(reranker, Reranker):
@@ -157,51 +207,58 @@ class DecompositionRetriever:
             raise ValueError(f"include_original must be a bool (True or False), got {include_original!r}")
         self.include_original = include_original
 
-    def _fuse(
-        self, queries: list[str], rankings: Sequence[Sequence[Any]], timings: dict[str, float]
-    ) -> list[PooledDocument]:
-        t0 = time.perf_counter()
-        if len(rankings) != len(queries):
-            raise ValueError(f"the retriever returned {len(rankings)} rankings for {len(queries)} queries")
-        pool = fuse(rankings, queries=queries, method=self.fusion, rrf_k=self.rrf_k)
-        timings["fuse"] = time.perf_counter() - t0
-        return pool
+    def retrieve(self, question: str, *, decomposition: Decomposition | None = None) -> DecompositionResult:
+        """Run the pipeline for ``question``.
 
-    def retrieve(self, question: str) -> DecompositionResult:
-        """Run the pipeline for ``question``."""
+        Args:
+            question: the original question.
+            decomposition: sub-questions written beforehand (e.g. by
+                :meth:`Decomposer.decompose_batch` for many questions at once); the decomposer
+                is then not asked.
+        """
+        steps = self._steps(question, decomposition)
+        done: Any = None
+        while True:
+            try:
+                call = steps.send(done)
+            except StopIteration as finished:
+                return finished.value  # type: ignore[no-any-return]
+            done = call.run()
+
+    async def aretrieve(self, question: str, *, decomposition: Decomposition | None = None) -> DecompositionResult:
+        """Async :meth:`retrieve`: the LLM call, the searches and the rerank never block the event loop."""
+        steps = self._steps(question, decomposition)
+        done: Any = None
+        while True:
+            try:
+                call = steps.send(done)
+            except StopIteration as finished:
+                return finished.value  # type: ignore[no-any-return]
+            done = await call.arun()
+
+    def _steps(self, question: str, decomposition: Decomposition | None) -> Generator[_Call, Any, DecompositionResult]:
+        """The pipeline, once for both drivers: yields each waiting call and is sent its result."""
         question = validate_query(question)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        dec = self.decomposer.decompose(question) if self.decomposer else Decomposition.trivial(question)
-        timings["decompose"] = time.perf_counter() - t0
-        queries = query_list(dec, include_original=self.include_original)
-        t0 = time.perf_counter()
-        rankings = self.retriever.search(queries, self.k)
-        timings["retrieve"] = time.perf_counter() - t0
-        pool = self._fuse(queries, rankings, timings)
-        t0 = time.perf_counter()
-        if self.reranker is not None and pool:
-            docs = rerank_pool(question, pool, self.reranker, top_k=self.top_k, pool_size=self.pool_size)
+        if decomposition is not None:
+            dec = _given(decomposition, question)
+        elif self.decomposer is not None:
+            dec = yield _Call(self.decomposer.decompose, self.decomposer.adecompose, question)
         else:
-            docs = cut(pool, self.top_k)
-        timings["rerank"] = time.perf_counter() - t0
-        return DecompositionResult(question, dec, tuple(queries), tuple(docs), tuple(pool), timings)
-
-    async def aretrieve(self, question: str) -> DecompositionResult:
-        """Async :meth:`retrieve`: the LLM call and the rerank do not block the event loop."""
-        question = validate_query(question)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        dec = await self.decomposer.adecompose(question) if self.decomposer else Decomposition.trivial(question)
+            dec = Decomposition.trivial(question)
         timings["decompose"] = time.perf_counter() - t0
         queries = query_list(dec, include_original=self.include_original)
         t0 = time.perf_counter()
-        rankings = await asyncio.to_thread(self.retriever.search, queries, self.k)
+        rankings = yield _Call(self.retriever.search, partial(_asearch, self.retriever), queries, self.k)
         timings["retrieve"] = time.perf_counter() - t0
-        pool = self._fuse(queries, rankings, timings)
+        t0 = time.perf_counter()
+        pool = fuse(_rankings(queries, rankings), queries=queries, method=self.fusion, rrf_k=self.rrf_k)
+        timings["fuse"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if self.reranker is not None and pool:
-            docs = await arerank_pool(question, pool, self.reranker, top_k=self.top_k, pool_size=self.pool_size)
+            rerank = (question, pool, self.reranker)
+            docs = yield _Call(rerank_pool, arerank_pool, *rerank, top_k=self.top_k, pool_size=self.pool_size)
         else:
             docs = cut(pool, self.top_k)
         timings["rerank"] = time.perf_counter() - t0
@@ -212,3 +269,11 @@ class DecompositionRetriever:
             f"DecompositionRetriever(k={self.k}, fusion={self.fusion!r}, decomposer={self.decomposer!r}, "
             f"reranker={self.reranker!r})"
         )
+
+
+def _given(decomposition: object, question: str) -> Decomposition:
+    if not isinstance(decomposition, Decomposition):
+        raise ValueError(f"decomposition must be a Decomposition or None, got {type(decomposition).__name__}")
+    if decomposition.question != question:
+        raise ValueError(f"decomposition is of another question ({decomposition.question!r}, not {question!r})")
+    return decomposition

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -507,10 +508,102 @@ async def test_pipeline_async_matches_sync() -> None:
     assert [(d.id, d.rerank_score) for d in asyn.documents] == [(d.id, d.rerank_score) for d in sync.documents]
 
 
-def test_pipeline_rejects_a_wrong_number_of_rankings() -> None:
-    pipe = DecompositionRetriever(lambda qs, k: [[]], decomposer=Decomposer(_llm))
+class BarrierRetriever(FakeBatchRetriever):
+    """Each search waits until ``parties`` searches have started: only concurrent calls get through."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float, str]]]:
+        self.barrier.wait()  # BrokenBarrierError after 10 s if the searches ran one after another
+        return super().search(queries, k)
+
+
+async def test_aretrieve_runs_a_sync_search_once_per_query_concurrently() -> None:
+    retriever = BarrierRetriever(parties=4)  # the question and its three sub-questions
+    pipe = DecompositionRetriever(retriever, decomposer=Decomposer(_llm), reranker=LengthReranker(), k=2)
+    result = await pipe.aretrieve("Who made the most money?")
+    assert sorted(retriever.calls) == sorted(([q], 2) for q in result.queries)
+    sync = DecompositionRetriever(FakeBatchRetriever(), decomposer=Decomposer(_llm), reranker=LengthReranker(), k=2)
+    want = sync.retrieve("Who made the most money?")
+    assert [(d.id, d.rerank_score, d.found_by) for d in result.documents] == [
+        (d.id, d.rerank_score, d.found_by) for d in want.documents
+    ]
+
+
+class AsyncBatchRetriever:
+    """Offers an async batch search (as the framework faces do); records how many calls overlap."""
+
+    def __init__(self, rankings: list[list[tuple[str, float, str]]] | None = None) -> None:
+        self.rankings = rankings
+        self.calls: list[list[str]] = []
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float, str]]]:
+        raise AssertionError("aretrieve must await asearch")
+
+    async def asearch(self, queries: list[str], k: int) -> list[list[tuple[str, float, str]]]:
+        self.calls.append(list(queries))
+        await asyncio.sleep(0)
+        return self.rankings if self.rankings is not None else FakeBatchRetriever().search(queries, k)
+
+
+async def test_aretrieve_awaits_an_async_batch_search() -> None:
+    retriever = AsyncBatchRetriever()
+    result = await DecompositionRetriever(retriever, decomposer=Decomposer(_llm), k=1).aretrieve("Profit?")
+    assert retriever.calls == [list(result.queries)]
+    assert [d.id for d in result.documents] == ["n", "a", "g"]
+
+
+def test_aretrieve_keeps_a_faiss_batch_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss")
+    from rerank_plugins.retrieval import FaissIndex, HashingEmbedder
+
+    index = FaissIndex.build(list(DOCS.values()), ids=list(DOCS), embedder=HashingEmbedder(256), kind="flat")
+    calls: list[list[str]] = []
+    search_batch = index.search_batch
+    monkeypatch.setattr(
+        index, "search_batch", lambda queries, k: calls.append(list(queries)) or search_batch(queries, k)
+    )
+    pipe = DecompositionRetriever(index, decomposer=Decomposer(_llm), k=1)
+    result = asyncio.run(pipe.aretrieve("NVIDIA Apple Google profit"))
+    assert calls == [list(result.queries)]  # one embedding pass for every query
+    assert [d.id for d in result.documents] == [d.id for d in pipe.retrieve("NVIDIA Apple Google profit").documents]
+
+
+@pytest.mark.parametrize("run_async", [False, True], ids=["sync", "async"])
+def test_pipeline_rejects_a_wrong_number_of_rankings(run_async: bool) -> None:
+    retriever = AsyncBatchRetriever(rankings=[[]]) if run_async else (lambda qs, k: [[]])
+    pipe = DecompositionRetriever(retriever, decomposer=Decomposer(_llm))
     with pytest.raises(ValueError, match="1 rankings for 4 queries"):
-        pipe.retrieve("Q?")
+        asyncio.run(pipe.aretrieve("Q?")) if run_async else pipe.retrieve("Q?")
+
+
+def test_aretrieve_checks_each_query_s_search_too() -> None:
+    pipe = DecompositionRetriever(lambda qs, k: [[], []], decomposer=Decomposer(_llm))
+    with pytest.raises(ValueError, match="2 rankings for 1 queries"):
+        asyncio.run(pipe.aretrieve("Q?"))
+
+
+@pytest.mark.parametrize("run_async", [False, True], ids=["sync", "async"])
+def test_a_decomposition_made_beforehand_is_used_as_is(run_async: bool) -> None:
+    asked: list[str] = []
+    pipe = DecompositionRetriever(FakeBatchRetriever(), decomposer=Decomposer(lambda p: asked.append(p) or ""), k=1)
+    dec = Decomposer(_llm).decompose_batch(["Profit?"])[0]
+    result = (
+        asyncio.run(pipe.aretrieve("Profit?", decomposition=dec))
+        if run_async
+        else pipe.retrieve("Profit?", decomposition=dec)
+    )
+    assert asked == []
+    assert result.decomposition is dec and result.queries == (
+        "Profit?",
+        "NVIDIA profit",
+        "Apple profit",
+        "Google profit",
+    )
+    with pytest.raises(ValueError, match="another question"):
+        pipe.retrieve("Other?", decomposition=dec)
 
 
 @pytest.mark.parametrize(
