@@ -9,8 +9,8 @@ it. The pipeline, one module a step:
    whatever comes back (:func:`parse_subquestions`: numbered lists, bullets, JSON, plain lines,
    code fences, chatter). Bad model output never raises: an empty or unusable answer falls back
    to the original question, flagged in the :class:`Decomposition`.
-2. The original question and every sub-question are sent to a retriever (one batched call
-   where the retriever allows it).
+2. The original question and every sub-question are sent to a retriever (one batched call, or
+   concurrent calls in :meth:`DecompositionRetriever.aretrieve`).
 3. :mod:`~rerank_plugins.decomposition.fusion`: :func:`fuse` merges the rankings (reciprocal
    rank fusion by default), deduplicates by document id and keeps a per-document trace of which
    query found it at which rank (:class:`Provenance`).
@@ -19,7 +19,7 @@ it. The pipeline, one module a step:
 
 :mod:`~rerank_plugins.decomposition.pipeline`: :class:`DecompositionRetriever` chains the four
 steps over any retriever with a batched ``search(queries, k)``. The LlamaIndex and LangChain
-faces live in the integration packages.
+faces live in the integration packages and delegate to it.
 
 Example:
     >>> from rerank_plugins.decomposition import Decomposer, DecompositionRetriever
@@ -43,9 +43,13 @@ from rerank_plugins.decomposition.decomposer import (
     DEFAULT_PROMPT,
     Decomposer,
     Decomposition,
+    FrameworkLLM,
+    as_decomposer,
     query_list,
 )
 from rerank_plugins.decomposition.fusion import (
+    FOUND_BY_KEY,
+    FUSED_SCORE_KEY,
     FusionMethod,
     PooledDocument,
     Provenance,
@@ -59,23 +63,29 @@ from rerank_plugins.decomposition.pipeline import (
     DecompositionResult,
     DecompositionRetriever,
     as_batch_retriever,
+    reranker_from,
 )
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "FOUND_BY_KEY",
+    "FUSED_SCORE_KEY",
     "BatchRetriever",
     "Decomposer",
     "Decomposition",
     "DecompositionResult",
     "DecompositionRetriever",
+    "FrameworkLLM",
     "FusionMethod",
     "PooledDocument",
     "Provenance",
     "arerank_pool",
     "as_batch_retriever",
+    "as_decomposer",
     "fuse",
     "normalize_question",
     "parse_subquestions",
     "query_list",
     "rerank_pool",
+    "reranker_from",
 ]

@@ -13,7 +13,8 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from rerank_plugins.decomposition.parsing import normalize_question, parse_subquestions
 from rerank_plugins.types import validate_query
@@ -21,7 +22,16 @@ from rerank_plugins.types import validate_query
 if TYPE_CHECKING:
     from rerank_plugins.scoring.protocol import ScoringBackend
 
-__all__ = ["DEFAULT_PROMPT", "AComplete", "Complete", "Decomposer", "Decomposition", "query_list"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "AComplete",
+    "Complete",
+    "Decomposer",
+    "Decomposition",
+    "FrameworkLLM",
+    "as_decomposer",
+    "query_list",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +149,8 @@ class Decomposer:
             from rerank_plugins.scoring import get_core
             from rerank_plugins.scoring.protocol import require
 
-            self.core = get_core(llm)  # type: ignore[arg-type]
+            # a backend offers only the primitives in its capabilities: require() checks the two used here
+            self.core = cast("ScoringBackend", get_core(llm))  # type: ignore[arg-type]
             require(self.core, "prompts", "generate", strategy="decomposition")
         else:
             raise ValueError(f"llm must be {_LLM_KINDS}; got {type(llm).__name__}")
@@ -254,3 +265,44 @@ def _is_model(llm: object) -> bool:
     from rerank_plugins.scoring.protocol import is_backend
 
     return is_backend(llm)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameworkLLM:
+    """How an integration asks its framework's LLM type for text.
+
+    Attributes:
+        type: the framework's LLM class (``isinstance`` picks it out).
+        complete: ``(llm, prompt) -> text``.
+        acomplete: async ``(llm, prompt) -> text``.
+        name: what it is called in error messages ("a LlamaIndex LLM").
+    """
+
+    type: type
+    complete: Callable[[Any, str], str]
+    acomplete: Callable[[Any, str], Awaitable[str]]
+    name: str
+
+
+def as_decomposer(llm: object, *, framework_llm: FrameworkLLM | None = None, **options: Any) -> Decomposer | None:
+    """What an integration was given as ``llm``, as a :class:`Decomposer` (``None`` passes).
+
+    A ready Decomposer is used as it is (``options`` are then an error); the framework's own LLM
+    type (``framework_llm``), a scoring backend, a model name or folder, or a callable
+    ``prompt -> text`` becomes a ``Decomposer`` with ``options``.
+
+    Example:
+        >>> as_decomposer(lambda prompt: "1. a b").decompose("q?").sub_questions
+        ('a b',)
+    """
+    if llm is None or isinstance(llm, Decomposer):
+        if options and llm is not None:
+            raise ValueError("decomposer_kwargs apply to an LLM, not to a ready Decomposer")
+        return llm
+    if framework_llm is not None and isinstance(llm, framework_llm.type):
+        complete, acomplete = partial(framework_llm.complete, llm), partial(framework_llm.acomplete, llm)
+        return Decomposer(complete, acomplete=acomplete, **options)
+    if not callable(llm) and not _is_model(llm):
+        framework = f"{framework_llm.name}, " if framework_llm is not None else ""
+        raise ValueError(f"llm must be {framework}a Decomposer, {_LLM_KINDS}; got {type(llm).__name__}")
+    return Decomposer(llm, **options)  # type: ignore[arg-type]

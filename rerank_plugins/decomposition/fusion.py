@@ -18,6 +18,8 @@ from typing import Any, Literal
 from rerank_plugins.types import Hit, Reranker, validate_top_k
 
 __all__ = [
+    "FOUND_BY_KEY",
+    "FUSED_SCORE_KEY",
     "FUSION_METHODS",
     "FusionMethod",
     "PooledDocument",
@@ -31,6 +33,10 @@ __all__ = [
 
 FusionMethod = Literal["rrf", "max", "none"]
 FUSION_METHODS: tuple[FusionMethod, ...] = ("rrf", "max", "none")
+
+#: the metadata keys under which the framework faces put a document's trace
+FOUND_BY_KEY = "found_by"
+FUSED_SCORE_KEY = "fused_score"
 
 
 def check_fusion(method: object, rrf_k: object, *, name: str = "method") -> None:
@@ -87,6 +93,10 @@ class PooledDocument:
             {"query_index": p.query_index, "query": p.query, "rank": p.rank, "score": p.score} for p in self.found_by
         ]
 
+    def trace_metadata(self) -> dict[str, Any]:
+        """The trace as the framework faces store it in a document's metadata."""
+        return {FOUND_BY_KEY: self.trace(), FUSED_SCORE_KEY: self.fused_score}
+
 
 def _as_item(item: Any, where: str) -> tuple[str, float, str, Any]:
     if isinstance(item, (tuple, list)):
@@ -112,7 +122,7 @@ def fuse(
     *,
     queries: Sequence[str] | None = None,
     method: FusionMethod = "rrf",
-    rrf_k: int = 60,
+    rrf_k: float = 60,
 ) -> list[PooledDocument]:
     """Merge several rankings into one pool, deduplicated by id, with a per-document trace.
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
+from rerank_plugins import registry
 from rerank_plugins.decomposition.decomposer import Decomposer, Decomposition, query_list
 from rerank_plugins.decomposition.fusion import (
     FusionMethod,
@@ -30,7 +31,7 @@ from rerank_plugins.decomposition.fusion import (
 )
 from rerank_plugins.types import Reranker, validate_query
 
-__all__ = ["BatchRetriever", "DecompositionResult", "DecompositionRetriever", "as_batch_retriever"]
+__all__ = ["BatchRetriever", "DecompositionResult", "DecompositionRetriever", "as_batch_retriever", "reranker_from"]
 
 
 @runtime_checkable
@@ -84,7 +85,7 @@ def as_batch_retriever(retriever: Any) -> BatchRetriever:
     if hasattr(retriever, "search_batch"):
         return _SearchBatchAdapter(retriever)
     if callable(getattr(retriever, "search", None)):
-        return retriever  # type: ignore[no-any-return]
+        return retriever
     if callable(retriever):
         return _FunctionAdapter(retriever)
     raise ValueError(
@@ -180,7 +181,7 @@ class DecompositionRetriever:
         reranker: Reranker | None = None,
         k: int = 10,
         fusion: FusionMethod = "rrf",
-        rrf_k: int = 60,
+        rrf_k: float = 60,
         pool_size: int | None = None,
         top_k: int | None = None,
         include_original: bool = True,
@@ -222,7 +223,7 @@ class DecompositionRetriever:
             try:
                 call = steps.send(done)
             except StopIteration as finished:
-                return finished.value  # type: ignore[no-any-return]
+                return finished.value
             done = call.run()
 
     async def aretrieve(self, question: str, *, decomposition: Decomposition | None = None) -> DecompositionResult:
@@ -233,7 +234,7 @@ class DecompositionRetriever:
             try:
                 call = steps.send(done)
             except StopIteration as finished:
-                return finished.value  # type: ignore[no-any-return]
+                return finished.value
             done = await call.arun()
 
     def _steps(self, question: str, decomposition: Decomposition | None) -> Generator[_Call, Any, DecompositionResult]:
@@ -277,3 +278,20 @@ def _given(decomposition: object, question: str) -> Decomposition:
     if decomposition.question != question:
         raise ValueError(f"decomposition is of another question ({decomposition.question!r}, not {question!r})")
     return decomposition
+
+
+def reranker_from(reranker: object, options: Mapping[str, Any] | None = None) -> Reranker | None:
+    """What an integration was given as ``reranker``: a registry name is built with ``options``;
+    a :class:`~rerank_plugins.types.Reranker` or ``None`` is used as it is (``options`` are then an error).
+
+    Example:
+        >>> type(reranker_from("identity")).__name__
+        'IdentityReranker'
+    """
+    if isinstance(reranker, str):
+        return registry.create(reranker, **(options or {}))
+    if options:
+        raise ValueError("reranker_kwargs apply to a registry name, not a Reranker instance")
+    if reranker is not None and not isinstance(reranker, Reranker):
+        raise ValueError(f"reranker must be a registry name, a Reranker or None, got {type(reranker).__name__}")
+    return reranker

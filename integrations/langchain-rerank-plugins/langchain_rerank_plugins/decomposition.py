@@ -1,10 +1,10 @@
 """Query decomposition as a LangChain retriever: sub-questions, pooled retrieval, one rerank.
 
-Wraps ANY LangChain retriever (a vector store's ``as_retriever()``, BM25, ours). Parsing,
-fusion and reranking live in :mod:`rerank_plugins.decomposition`; this class only converts
-documents to strings and back. Each returned document is a copy whose metadata carries the
-trace (``found_by``: every query that retrieved it, with rank and score; ``fused_score``) and,
-when reranked, ``relevance_score``.
+Wraps ANY LangChain retriever (a vector store's ``as_retriever()``, BM25, ours). The pipeline is
+:class:`rerank_plugins.decomposition.DecompositionRetriever`; this class only turns the wrapped
+retriever into its batch search and the result back into documents. Each returned document is a
+copy whose metadata carries the trace (``found_by``: every query that retrieved it, with rank
+and score; ``fused_score``) and, when reranked, ``relevance_score``.
 
 Example:
     >>> from langchain_rerank_plugins import DecompositionRetriever  # doctest: +SKIP
@@ -16,9 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,23 +27,12 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_rerank_plugins._call_time import result_count
-from rerank_plugins import registry
-from rerank_plugins.decomposition import (
-    Decomposer,
-    Decomposition,
-    PooledDocument,
-    arerank_pool,
-    fuse,
-    query_list,
-    rerank_pool,
-)
+from langchain_rerank_plugins.compressors import RELEVANCE_SCORE_KEY
+from rerank_plugins.decomposition import Decomposer, DecompositionResult, FrameworkLLM, as_decomposer, reranker_from
+from rerank_plugins.decomposition import DecompositionRetriever as Pipeline
 from rerank_plugins.types import Reranker, detached_metadata
 
 __all__ = ["DecompositionRetriever", "decomposer_from_llm"]
-
-RELEVANCE_SCORE_KEY = "relevance_score"
-FOUND_BY_KEY = "found_by"
-FUSED_SCORE_KEY = "fused_score"
 
 
 def _text(message: Any) -> str:
@@ -59,33 +46,27 @@ def _text(message: Any) -> str:
     return content  # type: ignore[no-any-return]  # not text: the Decomposer flags the fallback
 
 
+def _invoke(llm: BaseLanguageModel, prompt: str) -> str:
+    return _text(llm.invoke(prompt))
+
+
+async def _ainvoke(llm: BaseLanguageModel, prompt: str) -> str:
+    return _text(await llm.ainvoke(prompt))
+
+
+_CHAT_MODEL = FrameworkLLM(BaseLanguageModel, _invoke, _ainvoke, "a LangChain chat model or LLM")
+
+
 def decomposer_from_llm(llm: Any, **options: Any) -> Decomposer | None:
     """A :class:`Decomposer` for a LangChain chat model or LLM (``invoke`` / ``ainvoke``), a ready
     Decomposer, a rerank-plugins core or model name, or a callable ``prompt -> text``; ``None`` passes.
 
     Example:
-        >>> decomposer_from_llm(lambda prompt: "1. a b").decompose("q?").sub_questions
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> decomposer_from_llm(FakeListChatModel(responses=["1. a b"])).decompose("q?").sub_questions
         ('a b',)
     """
-    if llm is None or isinstance(llm, Decomposer):
-        if options and llm is not None:
-            raise ValueError("decomposer_kwargs apply to an LLM, not to a ready Decomposer")
-        return llm
-    if isinstance(llm, BaseLanguageModel):
-
-        def complete(prompt: str) -> str:
-            return _text(llm.invoke(prompt))
-
-        async def acomplete(prompt: str) -> str:
-            return _text(await llm.ainvoke(prompt))
-
-        return Decomposer(complete, acomplete=acomplete, **options)
-    if isinstance(llm, (str, os.PathLike)) or callable(llm) or type(llm).__name__ == "ScoringCore":
-        return Decomposer(llm, **options)
-    raise ValueError(
-        "llm must be a LangChain chat model or LLM, a Decomposer, a rerank-plugins core or model name, "
-        f"or a callable prompt -> text; got {type(llm).__name__}"
-    )
+    return as_decomposer(llm, framework_llm=_CHAT_MODEL, **options)
 
 
 def _score(doc: Document) -> float | None:
@@ -103,13 +84,35 @@ def document_key(doc: Document) -> str:
     return "sha1:" + hashlib.sha1(doc.page_content.encode("utf-8")).hexdigest()
 
 
+class _Search:
+    """The wrapped retriever as the pipeline's batch search, for one call (its callbacks).
+
+    ``k`` is not used: the depth of each query's retrieval is the wrapped retriever's own.
+    """
+
+    def __init__(self, retriever: BaseRetriever, callbacks: Any) -> None:
+        self.retriever = retriever
+        self.config: Any = {"callbacks": callbacks}
+
+    @staticmethod
+    def _ranking(docs: Sequence[Document]) -> list[tuple[str, float | None, str, Document]]:
+        return [(document_key(d), _score(d), d.page_content, d) for d in docs]
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float | None, str, Document]]]:
+        return [self._ranking(docs) for docs in self.retriever.batch(queries, config=self.config)]
+
+    async def asearch(self, queries: list[str], k: int) -> list[list[tuple[str, float | None, str, Document]]]:
+        return [self._ranking(docs) for docs in await self.retriever.abatch(queries, config=self.config)]
+
+
 class DecompositionRetriever(BaseRetriever):
     """Decompose the question, retrieve for it and every sub-question, fuse, rerank against the question.
 
     ``invoke`` sends the queries through ``retriever.batch`` (concurrent where the retriever
-    allows); ``ainvoke`` gathers ``retriever.ainvoke`` calls concurrently. ``invoke(query, top_n=3)``
-    (or ``ainvoke``) overrides ``top_n`` for one call; any other call-time keyword is a ``ValueError``
-    (the depth of each sub-question's retrieval belongs to the wrapped retriever).
+    allows); ``ainvoke`` through ``retriever.abatch`` (concurrent ``ainvoke`` calls).
+    ``invoke(query, top_n=3)`` (or ``ainvoke``) overrides ``top_n`` for one call; any other
+    call-time keyword is a ``ValueError`` (the depth of each sub-question's retrieval belongs to
+    the wrapped retriever).
 
     Example:
         >>> class Fixed(BaseRetriever):
@@ -155,61 +158,45 @@ class DecompositionRetriever(BaseRetriever):
         if not isinstance(self.llm, Decomposer):
             options.setdefault("max_subquestions", self.max_subquestions)
         self._decomposer = decomposer_from_llm(self.llm, **options)
-        if isinstance(self.reranker, str):
-            self._reranker = registry.create(self.reranker, **self.reranker_kwargs)
-        else:
-            if self.reranker_kwargs:
-                raise ValueError("reranker_kwargs apply to a registry name, not a Reranker instance")
-            self._reranker = self.reranker
+        self._reranker = reranker_from(self.reranker, self.reranker_kwargs)
 
     @property
     def decomposer(self) -> Decomposer | None:
         """The decomposer built from ``llm``."""
         return self._decomposer
 
+    def _pipeline(self, callbacks: Any, top_n: int | None, kwargs: dict[str, Any]) -> Pipeline:
+        return Pipeline(
+            _Search(self.retriever, callbacks),
+            decomposer=self._decomposer,
+            reranker=self._reranker,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            pool_size=self.pool_size,
+            top_k=result_count("top_n", top_n, self.top_n, kwargs, type(self).__name__),
+            include_original=self.include_original,
+        )
+
     @staticmethod
-    def _items(docs: Sequence[Document]) -> list[tuple[str, Any, str, Document]]:
-        return [(document_key(d), _score(d), d.page_content, d) for d in docs]
-
-    def _to_document(self, doc: PooledDocument) -> Document:
-        # The base retriever's documents stay untouched.
-        copy: Document = doc.payload.model_copy(update={"metadata": detached_metadata(doc.payload.metadata)})
-        copy.metadata.update({FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score})
-        if doc.rerank_score is not None:
-            copy.metadata[RELEVANCE_SCORE_KEY] = doc.rerank_score
-        return copy
-
-    def _pool(self, queries: list[str], results: Sequence[Sequence[Document]]) -> list[PooledDocument]:
-        return fuse([self._items(r) for r in results], queries=queries, method=self.fusion, rrf_k=self.rrf_k)
-
-    def _top_n(self, top_n: int | None, kwargs: dict[str, Any]) -> int | None:
-        return result_count("top_n", top_n, self.top_n, kwargs, type(self).__name__)
+    def _documents(result: DecompositionResult) -> list[Document]:
+        documents = []
+        for doc in result.documents:
+            # a copy: the wrapped retriever's documents stay untouched
+            copy: Document = doc.payload.model_copy(update={"metadata": detached_metadata(doc.payload.metadata)})
+            copy.metadata.update(doc.trace_metadata())
+            if doc.rerank_score is not None:
+                copy.metadata[RELEVANCE_SCORE_KEY] = doc.rerank_score
+            documents.append(copy)
+        return documents
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, top_n: int | None = None, **kwargs: Any
     ) -> list[Document]:
-        top_n = self._top_n(top_n, kwargs)
-        dec = self._decomposer.decompose(query) if self._decomposer else Decomposition.trivial(query)
-        queries = query_list(dec, include_original=self.include_original)
-        results = self.retriever.batch(queries, config={"callbacks": run_manager.get_child()})
-        pool = self._pool(queries, results)
-        if self._reranker is not None and pool:
-            docs = rerank_pool(query, pool, self._reranker, top_k=top_n, pool_size=self.pool_size)
-        else:
-            docs = pool[:top_n] if top_n else pool
-        return [self._to_document(d) for d in docs]
+        pipeline = self._pipeline(run_manager.get_child(), top_n, kwargs)
+        return self._documents(pipeline.retrieve(query))
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, top_n: int | None = None, **kwargs: Any
     ) -> list[Document]:
-        top_n = self._top_n(top_n, kwargs)
-        dec = await self._decomposer.adecompose(query) if self._decomposer else Decomposition.trivial(query)
-        queries = query_list(dec, include_original=self.include_original)
-        callbacks = run_manager.get_child()
-        results = await asyncio.gather(*(self.retriever.ainvoke(q, config={"callbacks": callbacks}) for q in queries))
-        pool = self._pool(queries, results)
-        if self._reranker is not None and pool:
-            docs = await arerank_pool(query, pool, self._reranker, top_k=top_n, pool_size=self.pool_size)
-        else:
-            docs = pool[:top_n] if top_n else pool
-        return [self._to_document(d) for d in docs]
+        pipeline = self._pipeline(run_manager.get_child(), top_n, kwargs)
+        return self._documents(await pipeline.aretrieve(query))

@@ -1,10 +1,10 @@
 """Query decomposition as a LlamaIndex retriever: sub-questions, pooled retrieval, one rerank.
 
-Wraps ANY LlamaIndex retriever (a vector index's ``as_retriever()``, BM25, ours). Parsing,
-fusion and reranking live in :mod:`rerank_plugins.decomposition`; this class only converts
-nodes to strings and back. Each returned node is a copy carrying the trace in its metadata
-(``found_by``: every query that retrieved it, with rank and score; ``fused_score``), kept out
-of the LLM and embedding text.
+Wraps ANY LlamaIndex retriever (a vector index's ``as_retriever()``, BM25, ours). The pipeline is
+:class:`rerank_plugins.decomposition.DecompositionRetriever`; this class only turns the wrapped
+retriever into its batch search and the result back into nodes. Each returned node is a copy
+carrying the trace in its metadata (``found_by``: every query that retrieved it, with rank and
+score; ``fused_score``), kept out of the LLM and embedding text.
 
 Example:
     >>> from llama_index.core.retrievers import BaseRetriever  # doctest: +SKIP
@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,24 +26,34 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms import LLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rerank_plugins import registry
 from rerank_plugins.decomposition import (
+    FOUND_BY_KEY,
+    FUSED_SCORE_KEY,
     Decomposer,
-    Decomposition,
+    DecompositionResult,
+    FrameworkLLM,
     FusionMethod,
-    PooledDocument,
-    arerank_pool,
-    fuse,
-    query_list,
-    rerank_pool,
+    as_decomposer,
+    reranker_from,
 )
+from rerank_plugins.decomposition import DecompositionRetriever as Pipeline
 from rerank_plugins.types import Reranker, detached_metadata
 
 __all__ = ["DecompositionRetriever", "decomposer_from_llm"]
 
-FOUND_BY_KEY = "found_by"
-FUSED_SCORE_KEY = "fused_score"
 _TRACE_KEYS = (FOUND_BY_KEY, FUSED_SCORE_KEY)
+
+
+def _complete(llm: LLM, prompt: str) -> str:
+    return llm.complete(prompt).text
+
+
+async def _acomplete(llm: LLM, prompt: str) -> str:
+    return (await llm.acomplete(prompt)).text
+
+
+# A LlamaIndex LLM answers directly: no forced "1." prefix (that is for a backend's raw generation).
+_LLAMA_LLM = FrameworkLLM(LLM, _complete, _acomplete, "a LlamaIndex LLM")
 
 
 def decomposer_from_llm(llm: Any, **options: Any) -> Decomposer | None:
@@ -55,26 +64,33 @@ def decomposer_from_llm(llm: Any, **options: Any) -> Decomposer | None:
         >>> decomposer_from_llm(lambda prompt: "1. a b").decompose("q?").sub_questions
         ('a b',)
     """
-    if llm is None or isinstance(llm, Decomposer):
-        if options and llm is not None:
-            raise ValueError("decomposer_kwargs apply to an LLM, not to a ready Decomposer")
-        return llm
-    if isinstance(llm, LLM):
+    return as_decomposer(llm, framework_llm=_LLAMA_LLM, **options)
 
-        def complete(prompt: str) -> str:
-            return llm.complete(prompt).text
 
-        async def acomplete(prompt: str) -> str:
-            return (await llm.acomplete(prompt)).text
+class _Search:
+    """The wrapped retriever as the pipeline's batch search, for one call.
 
-        # A chat LLM answers directly: no forced "1." prefix (that is for the core's raw generation).
-        return Decomposer(complete, acomplete=acomplete, **options)
-    if isinstance(llm, (str, os.PathLike)) or callable(llm) or type(llm).__name__ == "ScoringCore":
-        return Decomposer(llm, **options)
-    raise ValueError(
-        "llm must be a LlamaIndex LLM, a Decomposer, a rerank-plugins core or model name, or a callable "
-        f"prompt -> text; got {type(llm).__name__}"
-    )
+    The caller's own ``QueryBundle`` goes to the wrapped retriever for its query string (so
+    ``custom_embedding_strs`` from a query transform such as HyDE still apply); every other query
+    gets a new bundle. ``k`` is not used: each query's retrieval depth is the wrapped retriever's own.
+    """
+
+    def __init__(self, retriever: BaseRetriever, metadata_mode: MetadataMode, given: QueryBundle | None) -> None:
+        self.retriever, self.metadata_mode, self.given = retriever, metadata_mode, given
+
+    def _bundles(self, queries: list[str]) -> list[QueryBundle]:
+        given = self.given
+        return [given if given is not None and q == given.query_str else QueryBundle(q) for q in queries]
+
+    def _ranking(self, nodes: Sequence[NodeWithScore]) -> list[tuple[str, float | None, str, NodeWithScore]]:
+        return [(n.node.node_id, n.score, n.node.get_content(metadata_mode=self.metadata_mode), n) for n in nodes]
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float | None, str, NodeWithScore]]]:
+        return [self._ranking(self.retriever.retrieve(b)) for b in self._bundles(queries)]
+
+    async def asearch(self, queries: list[str], k: int) -> list[list[tuple[str, float | None, str, NodeWithScore]]]:
+        results = await asyncio.gather(*(self.retriever.aretrieve(b) for b in self._bundles(queries)))
+        return [self._ranking(nodes) for nodes in results]
 
 
 class DecompositionRetriever(BaseRetriever):
@@ -103,7 +119,8 @@ class DecompositionRetriever(BaseRetriever):
 
     ``retrieve`` / ``aretrieve`` take a string or a ``QueryBundle``; the wrapped retriever gets
     that bundle itself for the original question (so ``custom_embedding_strs`` from a query
-    transform such as HyDE still apply) and a new bundle for each sub-question.
+    transform such as HyDE still apply) and a new bundle for each sub-question. ``aretrieve``
+    runs the wrapped retriever's ``aretrieve`` for every query concurrently.
 
     Example:
         >>> from llama_index.core.schema import NodeWithScore, TextNode
@@ -136,24 +153,6 @@ class DecompositionRetriever(BaseRetriever):
     ) -> None:
         if not isinstance(retriever, BaseRetriever):
             raise ValueError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
-        if fusion not in ("rrf", "max", "none"):
-            raise ValueError(f"fusion must be 'rrf', 'max' or 'none', got {fusion!r}")
-        if not isinstance(include_original, bool):
-            raise ValueError(f"include_original must be a bool (True or False), got {include_original!r}")
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
-            raise ValueError(f"rrf_k must be a non-negative number, got {rrf_k!r}")
-        options = dict(decomposer_kwargs or {})
-        if not isinstance(llm, Decomposer):
-            options.setdefault("max_subquestions", max_subquestions)
-        self.decomposer = decomposer_from_llm(llm, **options)
-        if isinstance(reranker, str):
-            self.reranker: Reranker | None = registry.create(reranker, **(reranker_kwargs or {}))
-        else:
-            if reranker_kwargs:
-                raise ValueError("reranker_kwargs apply to a registry name, not a Reranker instance")
-            if reranker is not None and not isinstance(reranker, Reranker):
-                raise ValueError("reranker must be a registry name, a Reranker or None")
-            self.reranker = reranker
         top_n, similarity_top_k = _count("top_n", top_n), _count("similarity_top_k", similarity_top_k)
         if top_n is not None and similarity_top_k is not None and top_n != similarity_top_k:
             raise ValueError(
@@ -166,6 +165,14 @@ class DecompositionRetriever(BaseRetriever):
         self.rrf_k = rrf_k
         self.include_original = include_original
         self.metadata_mode = metadata_mode
+        self.decomposer: Decomposer | None = None
+        self.reranker: Reranker | None = None
+        self._pipeline(None)  # the pipeline checks the settings, before any model is loaded
+        options = dict(decomposer_kwargs or {})
+        if not isinstance(llm, Decomposer):
+            options.setdefault("max_subquestions", max_subquestions)
+        self.decomposer = decomposer_from_llm(llm, **options)
+        self.reranker = reranker_from(reranker, reranker_kwargs)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @property
@@ -195,55 +202,36 @@ class DecompositionRetriever(BaseRetriever):
     def pool_size(self, value: int | None) -> None:
         self._pool_size = _count("pool_size", value)
 
-    # ------------------------------------------------------------------ conversion
-
-    def _items(self, nodes: Sequence[NodeWithScore]) -> list[tuple[str, float | None, str, NodeWithScore]]:
-        return [(n.node.node_id, n.score, n.node.get_content(metadata_mode=self.metadata_mode), n) for n in nodes]
-
-    @staticmethod
-    def _to_node(doc: PooledDocument) -> NodeWithScore:
-        # The base retriever's nodes (often a docstore's own) stay untouched.
-        src = doc.payload.node
-        node = src.model_copy(update={"metadata": detached_metadata(src.metadata)})
-        node.metadata.update({FOUND_BY_KEY: doc.trace(), FUSED_SCORE_KEY: doc.fused_score})
-        node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys)
-        node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys)
-        return NodeWithScore(node=node, score=doc.score)
-
-    def _queries(self, dec: Decomposition) -> list[str]:
-        return query_list(dec, include_original=self.include_original)
+    def _pipeline(self, query_bundle: QueryBundle | None) -> Pipeline:
+        return Pipeline(
+            _Search(self.retriever, self.metadata_mode, query_bundle),
+            decomposer=self.decomposer,
+            reranker=self.reranker,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            pool_size=self.pool_size,
+            top_k=self.top_n,
+            include_original=self.include_original,
+        )
 
     @staticmethod
-    def _bundles(query_bundle: QueryBundle, queries: list[str]) -> list[QueryBundle]:
-        return [query_bundle if q == query_bundle.query_str else QueryBundle(q) for q in queries]
-
-    # ------------------------------------------------------------------ retrieval
+    def _nodes(result: DecompositionResult) -> list[NodeWithScore]:
+        nodes = []
+        for doc in result.documents:
+            # a copy: the wrapped retriever's nodes (often a docstore's own) stay untouched
+            src = doc.payload.node
+            node = src.model_copy(update={"metadata": detached_metadata(src.metadata)})
+            node.metadata.update(doc.trace_metadata())
+            node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys)
+            node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys)
+            nodes.append(NodeWithScore(node=node, score=doc.score))
+        return nodes
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        question = query_bundle.query_str
-        dec = self.decomposer.decompose(question) if self.decomposer else Decomposition.trivial(question)
-        queries = self._queries(dec)
-        rankings = [self._items(self.retriever.retrieve(b)) for b in self._bundles(query_bundle, queries)]
-        pool = fuse(rankings, queries=queries, method=self.fusion, rrf_k=self.rrf_k)
-        if self.reranker is not None and pool:
-            docs = rerank_pool(question, pool, self.reranker, top_k=self.top_n, pool_size=self.pool_size)
-        else:
-            docs = pool[: self.top_n] if self.top_n else pool
-        return [self._to_node(d) for d in docs]
+        return self._nodes(self._pipeline(query_bundle).retrieve(query_bundle.query_str))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        """The sub-question retrievals run concurrently (``asyncio.gather`` over ``aretrieve``)."""
-        question = query_bundle.query_str
-        dec = await self.decomposer.adecompose(question) if self.decomposer else Decomposition.trivial(question)
-        queries = self._queries(dec)
-        results = await asyncio.gather(*(self.retriever.aretrieve(b) for b in self._bundles(query_bundle, queries)))
-        rankings = [self._items(nodes) for nodes in results]
-        pool = fuse(rankings, queries=queries, method=self.fusion, rrf_k=self.rrf_k)
-        if self.reranker is not None and pool:
-            docs = await arerank_pool(question, pool, self.reranker, top_k=self.top_n, pool_size=self.pool_size)
-        else:
-            docs = pool[: self.top_n] if self.top_n else pool
-        return [self._to_node(d) for d in docs]
+        return self._nodes(await self._pipeline(query_bundle).aretrieve(query_bundle.query_str))
 
 
 def _count(name: str, value: object) -> int | None:
