@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins.decomposition import Decomposer, Decomposition, fuse, query_list
+from rerank_plugins.decomposition import Decomposer, Decomposition, DecompositionRetriever
 from rerank_plugins.evaluation.loaders import MultiHopExample
 from rerank_plugins.evaluation.measure import (
     load_1min,
@@ -196,6 +196,8 @@ def run(
     )
     data["decomposer"] = decomposer.describe()
     todo = list(examples if limit is None else examples[:limit])
+    # the library's pipeline without a reranker: the rerank rows below score the pooled list themselves
+    pipeline = DecompositionRetriever(index, k=k)
 
     def decompose(batch: list[MultiHopExample]) -> None:
         t0 = time.perf_counter()
@@ -216,9 +218,8 @@ def run(
 
     def pooled(ex: MultiHopExample, dec: Decomposition, rec: dict[str, Any]) -> None:
         t0 = time.perf_counter()
-        queries = query_list(dec)
-        rankings = index.search_batch(queries, k=k)
-        pool = fuse(rankings, queries=queries)
+        result = pipeline.retrieve(ex.question, decomposition=dec)
+        queries, pool = result.queries, result.pool
         s = time.perf_counter() - t0
         rec["pool_list"] = [d.id for d in pool]
         rec["pool_found_by"] = {d.id: [p.query_index for p in d.found_by] for d in pool}
