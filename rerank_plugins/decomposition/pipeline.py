@@ -258,8 +258,8 @@ class DecompositionRetriever:
         timings["fuse"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if self.reranker is not None and pool:
-            rerank = (question, pool, self.reranker)
-            docs = yield _Call(rerank_pool, arerank_pool, *rerank, top_k=self.top_k, pool_size=self.pool_size)
+            options = {"top_k": self.top_k, "pool_size": self.pool_size}
+            docs = yield _Call(rerank_pool, arerank_pool, question, pool, self.reranker, **options)
         else:
             docs = cut(pool, self.top_k)
         timings["rerank"] = time.perf_counter() - t0
