@@ -34,6 +34,7 @@ __all__ = [
     "class_name_for",
     "named_reranker",
     "option_values",
+    "optional_reranker",
     "options_base",
 ]
 
@@ -180,3 +181,20 @@ def named_reranker(reranker: str | Reranker, model: str | None, options: dict[st
     if model is not None or options:
         raise ValueError("model and reranker_kwargs apply to a registry name, not a Reranker instance")
     return reranker
+
+
+def optional_reranker(reranker: str | Reranker | None, options: dict[str, Any]) -> Reranker | None:
+    """:func:`named_reranker` without a model, where ``None`` (no reranker) passes too.
+
+    Example:
+        >>> type(optional_reranker("identity", {})).__name__, optional_reranker(None, {})
+        ('IdentityReranker', None)
+    """
+    if reranker is None:
+        if options:
+            raise ValueError("reranker_kwargs apply to a registry name, not to reranker=None")
+        return None
+    resolved = named_reranker(reranker, None, options)
+    if not isinstance(resolved, Reranker):
+        raise ValueError(f"reranker must be a registry name, a Reranker or None, got {type(resolved).__name__}")
+    return resolved

@@ -63,7 +63,6 @@ from rerank_plugins.decomposition.pipeline import (
     DecompositionResult,
     DecompositionRetriever,
     as_batch_retriever,
-    reranker_from,
 )
 
 __all__ = [
@@ -87,5 +86,4 @@ __all__ = [
     "parse_subquestions",
     "query_list",
     "rerank_pool",
-    "reranker_from",
 ]

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
-from rerank_plugins import registry
 from rerank_plugins.decomposition.decomposer import Decomposer, Decomposition, query_list
 from rerank_plugins.decomposition.fusion import (
     FusionMethod,
@@ -31,7 +30,7 @@ from rerank_plugins.decomposition.fusion import (
 )
 from rerank_plugins.types import Reranker, validate_query
 
-__all__ = ["BatchRetriever", "DecompositionResult", "DecompositionRetriever", "as_batch_retriever", "reranker_from"]
+__all__ = ["BatchRetriever", "DecompositionResult", "DecompositionRetriever", "as_batch_retriever"]
 
 
 @runtime_checkable
@@ -278,20 +277,3 @@ def _given(decomposition: object, question: str) -> Decomposition:
     if decomposition.question != question:
         raise ValueError(f"decomposition is of another question ({decomposition.question!r}, not {question!r})")
     return decomposition
-
-
-def reranker_from(reranker: object, options: Mapping[str, Any] | None = None) -> Reranker | None:
-    """What an integration was given as ``reranker``: a registry name is built with ``options``;
-    a :class:`~rerank_plugins.types.Reranker` or ``None`` is used as it is (``options`` are then an error).
-
-    Example:
-        >>> type(reranker_from("identity")).__name__
-        'IdentityReranker'
-    """
-    if isinstance(reranker, str):
-        return registry.create(reranker, **(options or {}))
-    if options:
-        raise ValueError("reranker_kwargs apply to a registry name, not a Reranker instance")
-    if reranker is not None and not isinstance(reranker, Reranker):
-        raise ValueError(f"reranker must be a registry name, a Reranker or None, got {type(reranker).__name__}")
-    return reranker

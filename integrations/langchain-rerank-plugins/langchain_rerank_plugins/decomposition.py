@@ -28,7 +28,8 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_rerank_plugins._call_time import result_count
 from langchain_rerank_plugins.compressors import RELEVANCE_SCORE_KEY
-from rerank_plugins.decomposition import Decomposer, DecompositionResult, FrameworkLLM, as_decomposer, reranker_from
+from rerank_plugins.adapters import optional_reranker
+from rerank_plugins.decomposition import Decomposer, DecompositionResult, FrameworkLLM, as_decomposer
 from rerank_plugins.decomposition import DecompositionRetriever as Pipeline
 from rerank_plugins.types import Reranker, detached_metadata
 
@@ -158,7 +159,7 @@ class DecompositionRetriever(BaseRetriever):
         if not isinstance(self.llm, Decomposer):
             options.setdefault("max_subquestions", self.max_subquestions)
         self._decomposer = decomposer_from_llm(self.llm, **options)
-        self._reranker = reranker_from(self.reranker, self.reranker_kwargs)
+        self._reranker = optional_reranker(self.reranker, self.reranker_kwargs)
 
     @property
     def decomposer(self) -> Decomposer | None:

@@ -26,6 +26,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms import LLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from rerank_plugins.adapters import optional_reranker
 from rerank_plugins.decomposition import (
     FOUND_BY_KEY,
     FUSED_SCORE_KEY,
@@ -34,7 +35,6 @@ from rerank_plugins.decomposition import (
     FrameworkLLM,
     FusionMethod,
     as_decomposer,
-    reranker_from,
 )
 from rerank_plugins.decomposition import DecompositionRetriever as Pipeline
 from rerank_plugins.types import Reranker, detached_metadata
@@ -172,7 +172,7 @@ class DecompositionRetriever(BaseRetriever):
         if not isinstance(llm, Decomposer):
             options.setdefault("max_subquestions", max_subquestions)
         self.decomposer = decomposer_from_llm(llm, **options)
-        self.reranker = reranker_from(reranker, reranker_kwargs)
+        self.reranker = optional_reranker(reranker, reranker_kwargs or {})
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @property
