@@ -2,8 +2,8 @@
 
 :class:`DecompositionRetriever` chains the steps over any retriever with a batched
 ``search(queries, k)`` (a :class:`~rerank_plugins.retrieval.FaissIndex` works as is). The steps
-are written once, as a generator that yields each call waiting on a model or a retriever;
-:meth:`~DecompositionRetriever.retrieve` makes those calls in the calling thread and
+are written once, as a generator that yields each call waiting on a model or a retriever, then
+the result; :meth:`~DecompositionRetriever.retrieve` makes those calls in the calling thread and
 :meth:`~DecompositionRetriever.aretrieve` awaits them, so the two differ in nothing else. The
 LlamaIndex and LangChain faces (the integration packages) turn their framework's retriever into
 a :class:`BatchRetriever`, call this pipeline and convert its result back.
@@ -217,27 +217,24 @@ class DecompositionRetriever:
                 is then not asked.
         """
         steps = self._steps(question, decomposition)
-        done: Any = None
-        while True:
-            try:
-                call = steps.send(done)
-            except StopIteration as finished:
-                return finished.value
-            done = call.run()
+        step = next(steps)
+        while isinstance(step, _Call):
+            step = steps.send(step.run())
+        return step
 
     async def aretrieve(self, question: str, *, decomposition: Decomposition | None = None) -> DecompositionResult:
         """Async :meth:`retrieve`: the LLM call, the searches and the rerank never block the event loop."""
         steps = self._steps(question, decomposition)
-        done: Any = None
-        while True:
-            try:
-                call = steps.send(done)
-            except StopIteration as finished:
-                return finished.value
-            done = await call.arun()
+        step = next(steps)
+        while isinstance(step, _Call):
+            step = steps.send(await step.arun())
+        return step
 
-    def _steps(self, question: str, decomposition: Decomposition | None) -> Generator[_Call, Any, DecompositionResult]:
-        """The pipeline, once for both drivers: yields each waiting call and is sent its result."""
+    def _steps(
+        self, question: str, decomposition: Decomposition | None
+    ) -> Generator[_Call | DecompositionResult, Any, None]:
+        """The pipeline, once for both drivers: yields each waiting call, is sent its result, and
+        yields the :class:`DecompositionResult` last."""
         question = validate_query(question)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -262,7 +259,7 @@ class DecompositionRetriever:
         else:
             docs = cut(pool, self.top_k)
         timings["rerank"] = time.perf_counter() - t0
-        return DecompositionResult(question, dec, tuple(queries), tuple(docs), tuple(pool), timings)
+        yield DecompositionResult(question, dec, tuple(queries), tuple(docs), tuple(pool), timings)
 
     def __repr__(self) -> str:
         return (
