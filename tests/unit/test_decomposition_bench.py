@@ -205,7 +205,7 @@ def test_cli_bench_decomposition_end_to_end(tmp_path: Path, tiny_model: Path, mo
     from rerank_plugins.retrieval import HashingEmbedder
     from rerank_plugins.retrieval import embedder as embedder_module
 
-    monkeypatch.setitem(embedder_module._cache, ("fake", None), HashingEmbedder(64))
+    monkeypatch.setitem(embedder_module._cache, embedder_module._cache_key("fake", None), HashingEmbedder(64))
     out = tmp_path / "out"
     argv = ["bench-decomposition", "--data", str(_write_hotpot(tmp_path / "hotpot.jsonl")), "--embedder", "fake",
             "--llm", str(tiny_model), "--reranker", "identity:label=id", "--k", "2", "--rerank-depth", "3",
