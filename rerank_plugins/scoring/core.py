@@ -333,6 +333,8 @@ class ScoringCore(ChatPrompts):
         *,
         layers: Sequence[int] | range | None = None,
         per_layer: bool = False,
+        heads: Sequence[tuple[int, int]] | None = None,
+        per_head: bool = False,
     ) -> list[torch.Tensor]:
         """Attention of every suffix token onto every position, summed over heads and ``layers``.
 
@@ -346,15 +348,22 @@ class ScoringCore(ChatPrompts):
             layers: decoder layer indices to sum over (``None``: all; negatives count from
                 the end). Layers after the last one named are not run at all.
             per_layer: keep one slice per layer instead of their sum.
+            heads: ``(layer, head)`` pairs to sum over instead of every head of ``layers``
+                (then ``layers`` must be ``None``); layers above the highest one named are
+                not run.
+            per_head: keep one slice per (layer, head) instead of their sum.
 
         Returns:
             One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``:
-            row ``i`` is the attention of suffix token ``i`` (summed over heads and layers) onto
-            every position; each row sums to ``heads * len(layers)``. With ``per_layer``, shape
-            ``[len(layers), len(suffix), len(prefix) + len(suffix)]``.
+            row ``i`` is the attention of suffix token ``i`` (summed over the chosen heads and
+            layers) onto every position; each row sums to the number of (layer, head) pairs
+            summed. With ``per_layer``, shape ``[len(layers), len(suffix), len(prefix) + len(suffix)]``;
+            with ``per_head``, ``[pairs, len(suffix), ...]``: the pairs of ``heads`` in their
+            order, or every head of ``layers``, layer-major (``.view(len(layers), heads, ...)``).
 
         Example:
             >>> real, na = core.suffix_attention(prefix_ids, [query_ids, na_ids])  # doctest: +SKIP
+            >>> two = core.suffix_attention(prefix_ids, [query_ids], heads=[(12, 3)], per_head=True)  # doctest: +SKIP
         """
         _attention.check_supported(self.model)
         pre = [int(t) for t in prefix]
@@ -365,9 +374,13 @@ class ScoringCore(ChatPrompts):
             raise ValueError("suffixes must be a non-empty list of non-empty token lists")
         for r in rows:
             self._check_length(len(pre) + len(r))
+        # checked before the model lock is taken: a bad choice costs no forward pass
+        n_layers, n_heads = self.attention_layout()
+        _attention.plan_capture(n_layers, n_heads, layers=layers, per_layer=per_layer, heads=heads, per_head=per_head)
         with self.loaded.lock:
             out = _attention.capture_suffix_attention(
-                self.model, pre, rows, layers=layers, per_layer=per_layer, device=self.device
+                self.model, pre, rows, layers=layers, per_layer=per_layer, device=self.device,
+                heads=heads, per_head=per_head,
             )
         self.stats.add(forward_passes=1 + len(rows), prompt_tokens=len(pre) + sum(map(len, rows)))
         return out
