@@ -21,6 +21,8 @@ requests that arrive while a forward pass runs are merged into the next one.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -39,6 +41,13 @@ from rerank_plugins.scoring.stats import CoreStats
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
 
 logger = logging.getLogger(__name__)
+
+#: config fields whose values identify an architecture (hashed into ``model_identity()``)
+_IDENTITY_FIELDS = (
+    "model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size",
+    "intermediate_size", "vocab_size", "max_position_embeddings",
+)
+
 
 @dataclass
 class _Request:
@@ -72,6 +81,7 @@ class ScoringCore(ChatPrompts):
         self.stats = CoreStats()
         self._pending: list[_Request] = []
         self._pending_lock = threading.Lock()
+        self._identity: dict[str, Any] | None = None
         cfg = loaded.model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
@@ -384,6 +394,35 @@ class ScoringCore(ChatPrompts):
             )
         self.stats.add(forward_passes=1 + len(rows), prompt_tokens=len(pre) + sum(map(len, rows)))
         return out
+
+    @torch.inference_mode()
+    def model_identity(self) -> dict[str, Any]:
+        """What identifies the loaded weights, for matching head profiles to models.
+
+        ``name`` (the config's recorded name, else the load name; informational), the
+        architecture (``model_type``, ``layers``, ``heads``), ``config_sha256`` (a hash of the
+        architecture's sizes) and ``fingerprint``: the L2 norms of 16 fixed rows of the input
+        embedding (5 significant digits). Fine-tunes of one architecture share the hash but not
+        the fingerprint; the same weights loaded in another dtype keep it within 1%.
+        """
+        if self._identity is None:
+            cfg = self.model.config
+            text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+            sizes = {k: getattr(text_cfg, k, None) for k in _IDENTITY_FIELDS}
+            digest = hashlib.sha256(json.dumps(sizes, sort_keys=True).encode()).hexdigest()[:16]
+            weight = self.model.get_input_embeddings().weight
+            rows = [(k * weight.shape[0]) // 17 for k in range(1, 17)]
+            norms = weight[rows].float().norm(dim=-1).cpu().tolist()
+            name = getattr(text_cfg, "_model_name_or_path", None) or getattr(cfg, "_model_name_or_path", None)
+            self._identity = {
+                "name": str(name or self.name),
+                "model_type": sizes["model_type"],
+                "layers": int(text_cfg.num_hidden_layers),
+                "heads": int(text_cfg.num_attention_heads),
+                "config_sha256": digest,
+                "fingerprint": [float(f"{x:.5g}") for x in norms],
+            }
+        return dict(self._identity)
 
     def attention_layout(self) -> tuple[int, int]:
         """``(decoder layers, attention heads per layer)`` of the model."""
