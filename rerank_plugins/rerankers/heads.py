@@ -387,6 +387,7 @@ def select_heads(
         "n_heads": len(chosen),
         "queries": len(usable),
         "queries_without_relevant": len(queries) - len(usable),
+        "qids": [q.qid for q in usable],
         # the same metric for ICR's sum over every head, on the same queries (in-sample)
         "all_heads_score": round(float(all_heads) / len(usable), 4),
         "prompt": options["prompt"],

@@ -240,6 +240,7 @@ def test_select_heads_keeps_the_best_heads(tiny_core: Any, profiles: Path, tmp_p
     assert best.score == pytest.approx(mean, abs=1e-3)
     sel = profile.selection
     assert (sel["queries"], sel["queries_without_relevant"], sel["n_heads"]) == (3, 1, 3)
+    assert sel["qids"] == ["q1", "q2", "q3"]
     assert sel["data"] == {"source": "test"} and sel["prompt"] == "retrieval" and sel["metric"] == "ndcg@10"
     assert profile.model == tiny_core.model_identity()
     # the profile written and read back is what `auto` picks for this model
