@@ -315,7 +315,9 @@ class AttentionReranker(ModelReranker):
     top of the list, so the final order is the sliding-window order. ``rerank_with_stats``
     returns the call's ``windows``, ``dropped_tokens`` and ``prompt_tokens``; ``describe()``
     names the head profile in use (``head_profile``) and how many heads are summed
-    (``head_count``).
+    (``head_count``). ``relevance`` (the normalised score) is min-max within the call: 1 for
+    the document the query attends to most, 0 for the least; the attention sums depend on the
+    other documents in the prompt, so neither they nor the relevance compare across calls.
 
     Example:
         >>> r = AttentionReranker("path/to/SmolLM2-135M-Instruct", order="reversed")  # doctest: +SKIP
