@@ -71,6 +71,9 @@ method specs:
   label=... names the result row, so two configurations of one method get two rows.
   --model/--device/--dtype are passed to every method whose factory accepts them, unless the
   spec sets its own.
+  fusion=rrf|interpolate (with fusion_k=60, fusion_weight=0.5) fuses the method's ranking with
+  the first stage (rerank_plugins.fusion; interpolation uses the run's scores), e.g.
+  "attention:fusion=rrf,label=icr-rrf"; heads=PATH|none|auto picks the attention heads.
 
 examples:
   # TREC DL19, BM25 top-20 reranked by the pointwise strategy (BENCHMARKS.md)

@@ -294,3 +294,31 @@ def test_cross_encoder_relevance(tiny_cross_encoder: Any) -> None:
         assert r.relevance([0.0, 2.0]) == [0.5, pytest.approx(_sigmoid(2.0))]
     finally:
         r.core.probabilities = True
+
+
+# ---------------------------------------------------------------------------- the benchmark's method specs
+
+
+def test_bench_method_specs_with_fusion(tmp_path: Any) -> None:
+    from rerank_plugins.evaluation.bench import build_method, parse_method_spec, run_benchmark
+    from rerank_plugins.evaluation.loaders import Candidate, RerankQuery
+
+    assert type(build_method(parse_method_spec("identity"))).__name__ == "IdentityReranker"
+    assert type(build_method(parse_method_spec("identity:fusion=none"))).__name__ == "IdentityReranker"
+    fused = build_method(parse_method_spec("identity:fusion=interpolate,fusion_weight=0.25"))
+    assert isinstance(fused, FusedReranker) and fused.options.fusion_weight == 0.25
+    with pytest.raises(ValueError, match="need fusion=rrf"):
+        build_method(parse_method_spec("identity:fusion_k=10"))
+    registry.register("table", lambda **kw: Table(), overwrite=True)
+    # the first stage ranks a..e in that order with scores that favour e: interpolation reads them
+    query = RerankQuery("q1", "q", tuple(Candidate(d, d, s) for d, s in zip(DOCS, [0.0, 1.0, 2.0, 3.0, 4.0],
+                                                                             strict=True)))
+    specs = [parse_method_spec("table"), parse_method_spec("table:fusion=rrf,label=rrf"),
+             parse_method_spec("table:fusion=interpolate,label=interp")]
+    result = run_benchmark([query], {"q1": {"b": 1}}, specs, out_dir=tmp_path, depth=5, bare_forward=False,
+                           plot=False, fresh=True)
+    rankings = {label: result.data["methods"][label]["records"]["q1"]["ranking"] for label in ("table", "rrf",
+                                                                                               "interp")}
+    assert rankings == {"table": ["b", "e", "c", "d", "a"], "rrf": ["b", "a", "c", "e", "d"],
+                        "interp": ["e", "b", "c", "d", "a"]}
+    assert result.data["methods"]["rrf"]["settings"]["fusion"] == "rrf"
