@@ -263,3 +263,14 @@ def test_select_heads_arguments(tiny_core: Any) -> None:
         JudgedQuery("x", "q", ("a",), (1, 0))
     profile = select_heads(tiny_core, JUDGED[:1], n_heads=2, metric="rank")
     assert len(profile.heads) == 2 and profile.selection["metric"] == "rank"
+
+
+def test_every_shipped_profile_is_a_valid_profile_with_an_identity() -> None:
+    """The profiles in rerank_plugins/rerankers/profiles/ (none yet) load and can match a model."""
+    folder = Path(heads_module.__file__).parent / "profiles"
+    assert (folder / "README.md").is_file()
+    assert heads_module.profile_paths() == sorted(folder.glob("*.json"))
+    for path in heads_module.profile_paths():
+        profile = HeadProfile.load(path)
+        assert profile.model.get("fingerprint") and profile.model.get("config_sha256"), path.name
+        assert profile.selection.get("qids") and profile.selection.get("data"), path.name
