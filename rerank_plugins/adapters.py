@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
 from rerank_plugins import registry
+from rerank_plugins.fusion import FusionOptions, FusionSettings, RankedDocument, arank_documents, rank_documents
 from rerank_plugins.options import Options
 from rerank_plugins.types import Reranker
 
 __all__ = [
+    "RELEVANCE_KEY",
+    "RERANK_SCORE_KEY",
     "AdapterFields",
     "NamedRerankerFields",
     "StrategyFace",
@@ -36,7 +40,23 @@ __all__ = [
     "option_values",
     "optional_reranker",
     "options_base",
+    "score_metadata",
 ]
+
+#: metadata key of the reranker's own score in both adapters' results
+RERANK_SCORE_KEY = "rerank_score"
+#: metadata key of the normalised relevance in [0, 1] (what ``score_threshold`` judges)
+RELEVANCE_KEY = "rerank_relevance"
+
+
+def score_metadata(doc: RankedDocument) -> dict[str, float]:
+    """The scores an adapter adds to a result's metadata: plain floats, JSON-serialisable.
+
+    Example:
+        >>> score_metadata(RankedDocument(index=0, score=0.5, rerank_score=2.0, relevance=0.88))
+        {'rerank_score': 2.0, 'rerank_relevance': 0.88}
+    """
+    return {RERANK_SCORE_KEY: float(doc.rerank_score), RELEVANCE_KEY: float(doc.relevance)}
 
 
 def options_base(cls: type) -> type[Options] | None:
@@ -82,11 +102,14 @@ def adapter_class(base: type[BaseModel], strategy: str, suffix: str) -> type[Bas
     )
 
 
-class AdapterFields(BaseModel):
+class AdapterFields(FusionSettings):
     """The fields and the build step every adapter class has, in both frameworks.
 
     The reranker is built once, when the object is made; its model comes from the shared
     scoring core's process-wide cache, so adapters naming one model share one loaded model.
+    Each call goes through :func:`rerank_plugins.fusion.rank_documents` (fusion with the
+    retrieval scores the adapter passes, the normalised relevance, ``score_threshold``,
+    ``top_n``), so the adapters only convert.
     """
 
     model: str | None = Field(
@@ -97,6 +120,16 @@ class AdapterFields(BaseModel):
     # strict: True, "2" and 2.0 are mistakes, not counts
     top_n: int | None = Field(
         default=None, ge=1, strict=True, description="How many results to return, best first; None keeps all."
+    )
+
+    score_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        description="Drop results whose normalised relevance (metadata 'rerank_relevance', in [0, 1]) is below "
+        "this, after reranking; top_n applies after. Comparable across queries only for per-document strategies "
+        "(pointwise, cross-encoder); for the others it is relative to the call. None keeps everything.",
     )
 
     _reranker: Reranker = PrivateAttr()
@@ -112,6 +145,28 @@ class AdapterFields(BaseModel):
     def reranker_instance(self) -> Reranker:
         """The reranker built at construction."""
         return self._reranker
+
+    def _fusion_options(self) -> FusionOptions:
+        return FusionOptions.build({"fusion": self.fusion, "fusion_k": self.fusion_k,
+                                    "fusion_weight": self.fusion_weight})  # fmt: skip
+
+    def _rank(
+        self, query: str, texts: Sequence[str], retrieval_scores: Sequence[float | None] | None
+    ) -> list[RankedDocument]:
+        """The call's results, best first (see :func:`rerank_plugins.fusion.rank_documents`)."""
+        return rank_documents(
+            self._reranker, query, texts, top_k=self.top_n, retrieval_scores=retrieval_scores,
+            fusion=self._fusion_options(), score_threshold=self.score_threshold,
+        )  # fmt: skip
+
+    async def _arank(
+        self, query: str, texts: Sequence[str], retrieval_scores: Sequence[float | None] | None
+    ) -> list[RankedDocument]:
+        """Async :meth:`_rank`."""
+        return await arank_documents(
+            self._reranker, query, texts, top_k=self.top_n, retrieval_scores=retrieval_scores,
+            fusion=self._fusion_options(), score_threshold=self.score_threshold,
+        )  # fmt: skip
 
 
 class NamedRerankerFields(BaseModel):

@@ -10,6 +10,7 @@ Example:
         --depth 20 --rel-level 2 --model ~/.cache/rerank-models/qwen --method pointwise --out bench-out/dl19
     $ rerank-plugins index notes/ --embedder ~/.cache/rerank-models/minilm --out notes-index
     $ rerank-plugins search notes-index "how do I rotate the keys?" -k 5
+    $ rerank-plugins select-heads --model ~/.cache/rerank-models/qwen --multihop dev_250.jsonl --out heads.json
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ method specs:
   label=... names the result row, so two configurations of one method get two rows.
   --model/--device/--dtype are passed to every method whose factory accepts them, unless the
   spec sets its own.
+  fusion=rrf|interpolate (with fusion_k=60, fusion_weight=0.5) fuses the method's ranking with
+  the first stage (rerank_plugins.fusion; interpolation uses the run's scores), e.g.
+  "attention:fusion=rrf,label=icr-rrf"; heads=PATH|none|auto picks the attention heads.
 
 examples:
   # TREC DL19, BM25 top-20 reranked by the pointwise strategy (BENCHMARKS.md)
@@ -515,6 +519,160 @@ def _decomposition_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- select-heads
+
+_SELECT_HEADS_DESCRIPTION = """\
+Choose the retrieval heads of a model for the attention strategy and write a head profile.
+
+Each judged query's top --depth first-stage candidates go into one attention prompt (as the
+attention strategy builds it); every (layer, head) ranks them by its calibrated query-to-document
+attention, and --metric (nDCG@10 by default) scores that ranking against the qrels. A head's
+score is its mean over the queries; the best --n-heads are kept. The profile (JSON) records the
+model's identity, the chosen heads with their scores, every head's score, the query ids used and
+how they were chosen. Put it in rerank_plugins/rerankers/profiles/ to ship it (heads="auto"
+picks it for that model), or pass it as heads=PATH.
+
+Queries: the judged queries of the data in input order, after --skip, the first --limit. Choose
+heads on queries that are never reported as test results (e.g. SciFact's train split, or
+questions a benchmark leaves out with its own --skip/--limit).
+"""
+
+_SELECT_HEADS_EPILOG = """\
+examples:
+  # SciFact train queries, dense MiniLM top-20 as the first stage
+  rerank-plugins select-heads --model "$RERANK_QUALITY_LLM" --beir ../shared/data/scifact --split train \\
+      --dense "$RERANK_EMBED_MODEL" --depth 20 --n-heads 8 --out profiles/qwen2.5-coder-0.5b.scifact.json
+  # HotpotQA questions 1-250: each question's 10 paragraphs, the 2 supporting ones relevant
+  rerank-plugins select-heads --model "$RERANK_QUALITY_LLM" --multihop ../shared/data/hotpotqa/dev_250.jsonl \\
+      --limit 250 --n-heads 8 --out profiles/qwen2.5-coder-0.5b.hotpotqa.json
+"""
+
+
+def _select_heads_arguments(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("judged queries (one of --candidates, --beir, --multihop)")
+    src = data.add_mutually_exclusive_group(required=True)
+    src.add_argument("--candidates", metavar="FILE",
+                     help="RankGPT-style candidates JSONL (query, hits[content, docid, qid, score]); needs --qrels")
+    src.add_argument("--beir", metavar="DIR",
+                     help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv); needs --run or --dense")
+    src.add_argument("--multihop", metavar="FILE",
+                     help="HotpotQA/IRCoT JSONL: each question's contexts are its candidates, supporting ones relevant")
+    first = data.add_mutually_exclusive_group()
+    first.add_argument("--run", metavar="FILE", help="first-stage TREC run file (with --beir)")
+    first.add_argument("--dense", metavar="EMBEDDER",
+                       help="first stage built here (with --beir): a sentence-transformers model embeds the whole "
+                            "corpus into a flat FAISS index and retrieves --depth candidates per query")
+    data.add_argument("--split", default="train", help="BEIR qrels split (default: %(default)s)")
+    data.add_argument("--qrels", metavar="FILE",
+                      help="qrels, TREC or BEIR TSV (required with --candidates; overrides the BEIR split's)")
+    data.add_argument("--skip", type=_non_negative_int, default=0, metavar="S",
+                      help="leave out the first S judged queries (default: %(default)s)")
+    data.add_argument("--limit", type=_positive_int, metavar="N",
+                      help="use N judged queries after --skip (default: all)")
+    data.add_argument("--depth", type=_positive_int, default=20, metavar="K",
+                      help="first-stage candidates per query, all in one prompt (default: %(default)s)")
+    data.add_argument("--save-run", metavar="FILE", help="write the --dense first stage as a TREC run file")
+
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--model", required=True, metavar="PATH", help="the model (hub id, folder or .gguf)")
+    sel.add_argument("--device", help="device (default: CUDA if present, else CPU)")
+    sel.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="weights' dtype")
+    sel.add_argument("--n-heads", type=_positive_int, default=8, metavar="N",
+                     help="heads to keep (default: %(default)s)")
+    sel.add_argument("--metric", default="ndcg@10",
+                     help="per-query score of a head's ranking: ndcg@K or rank (default: %(default)s)")
+    sel.add_argument("--rel-level", type=_positive_int, default=1, metavar="G",
+                     help="lowest grade counted relevant (default: %(default)s)")
+    sel.add_argument("--prompt", choices=["retrieval", "qa"], default="retrieval",
+                     help="the attention prompt (default: %(default)s)")
+    sel.add_argument("--order", choices=["retrieval", "reversed"], default="retrieval",
+                     help="document order in the prompt (default: %(default)s)")
+    sel.add_argument("--doc-max-tokens", type=_positive_int, default=256, metavar="T",
+                     help="per-document token budget (default: %(default)s)")
+    sel.add_argument("--out", required=True, metavar="FILE", help="the head profile to write (JSON)")
+    sel.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar (default: only on a terminal)")
+    _verbose(sel)
+
+
+def _selection_queries(args: argparse.Namespace) -> tuple[str, list, dict, str]:
+    """(dataset name, judged queries after --skip/--limit with their candidates, qrels, first stage)."""
+    from rerank_plugins.evaluation import loaders as L
+
+    if args.beir and args.dense:
+        if args.qrels:
+            raise ValueError("--qrels does not go with --dense (the split's qrels choose the queries)")
+        ds = L.load_beir(args.beir, split=args.split)
+        qids = list(ds.queries)[args.skip :][: args.limit]
+        if not qids:
+            raise ValueError("no judged query left after --skip/--limit")
+        from rerank_plugins.retrieval import FaissIndex, get_embedder
+
+        index = FaissIndex.build(list(ds.corpus.values()), ids=list(ds.corpus), kind="flat", device="cpu",
+                                 embedder=get_embedder(args.dense, device=args.device), show_progress=args.progress)
+        found = index.search_batch([ds.queries[q] for q in qids], k=args.depth)
+        queries = [
+            L.RerankQuery(q, ds.queries[q], tuple(L.Candidate(r.id, r.text, r.score) for r in res))
+            for q, res in zip(qids, found, strict=True)
+        ]
+        if args.save_run:
+            from rerank_plugins.evaluation.retrieval_bench import write_trec_run
+
+            write_trec_run(Path(args.save_run), {q.qid: [(c.docid, c.score) for c in q.candidates] for q in queries},
+                           f"dense-{Path(args.dense).name}")
+        return f"{Path(args.beir).name}-{args.split}", queries, ds.qrels, f"dense {args.dense} (flat FAISS, ip)"
+    if args.save_run:
+        raise ValueError("--save-run goes with --dense")
+    if args.dense:
+        raise ValueError("--dense goes with --beir")
+    name, queries, qrels = _load_dataset(args)
+    judged = [q for q in queries if q.qid in qrels][args.skip :][: args.limit]
+    if not judged:
+        raise ValueError("no judged query left after --skip/--limit")
+    stage = f"run {args.run}" if args.run else "the file's candidate order"
+    return name, judged, qrels, stage
+
+
+def _select_heads_run(args: argparse.Namespace) -> int:
+    from rerank_plugins.rerankers.heads import JudgedQuery, select_heads
+    from rerank_plugins.scoring import get_core
+
+    if args.beir and not (args.run or args.dense):
+        raise ValueError("--beir needs --run or --dense (the first stage)")
+    name, queries, qrels, stage = _selection_queries(args)
+    judged = []
+    for q in queries:
+        top = q.candidates[: args.depth]
+        if top:
+            grades = tuple(int(qrels[q.qid].get(c.docid, 0)) for c in top)
+            judged.append(JudgedQuery(q.qid, q.query, tuple(c.text for c in top), grades))
+    data = {
+        "dataset": name,
+        "source": args.candidates or args.beir or args.multihop,
+        "split": args.split if args.beir else None,
+        "qrels": args.qrels,
+        "first_stage": stage,
+        "depth": args.depth,
+        "skip": args.skip,
+        "limit": args.limit,
+    }
+    core = get_core(args.model, device=args.device, dtype=args.dtype)
+    profile = select_heads(
+        core, judged, n_heads=args.n_heads, metric=args.metric, rel_level=args.rel_level, data=data,
+        progress=args.progress, prompt=args.prompt, order=args.order, doc_max_tokens=args.doc_max_tokens,
+    )
+    profile.selection["command"] = _command(args)
+    out = profile.save(args.out)
+    sel = profile.selection
+    print(f"{profile.model.get('name')}: {sel['queries']} queries ({sel['queries_without_relevant']} without a "
+          f"relevant candidate left out), {sel['seconds']} s; {args.metric} of every head summed: "
+          f"{sel['all_heads_score']}")
+    for h in profile.heads:
+        print(f"  layer {h.layer:>3}  head {h.head:>3}  {args.metric} {h.score:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- registry and entry point
 
 SUBCOMMANDS: list[Subcommand] = [
@@ -539,6 +697,8 @@ SUBCOMMANDS += [
     Subcommand("bench-decomposition", "query decomposition benchmark on HotpotQA (pooled retrieval, reranking)",
                _DECOMPOSITION_DESCRIPTION, _decomposition_arguments, _decomposition_run,
                epilog=_DECOMPOSITION_EPILOG),
+    Subcommand("select-heads", "choose the retrieval heads of a model for attention reranking (a head profile)",
+               _SELECT_HEADS_DESCRIPTION, _select_heads_arguments, _select_heads_run, epilog=_SELECT_HEADS_EPILOG),
 ]  # fmt: skip
 
 

@@ -162,7 +162,7 @@ class BaseReranker(ABC):
     #: registry name of the strategy, e.g. ``"pointwise"``
     name: str = ""
     #: True when a document's score depends only on (query, document), not on the other
-    #: documents in the call: scores from separate calls are then comparable
+    #: documents in the call: scores (and :meth:`relevance`) from separate calls are then comparable
     per_document: bool = False
 
     @abstractmethod
@@ -176,6 +176,46 @@ class BaseReranker(ABC):
     def _score_call(self, queries: list[str], documents: list[list[str]], call: Call) -> list[list[float]]:
         """Scores for validated, non-empty requests; the default is :meth:`score_batch`."""
         return self.score_batch(queries, documents)
+
+    def relevance(self, scores: Sequence[float]) -> list[float]:
+        """One call's scores (every document of the call) as relevance in [0, 1], aligned with them.
+
+        The default is min-max within the call: 1 for the best document, 0 for the worst, 1 for
+        every document when all scores are equal; comparable only within one call. Strategies
+        whose scores have a meaning of their own override it (pointwise: a probability).
+
+        Example:
+            >>> from rerank_plugins.testing import KeywordReranker
+            >>> KeywordReranker().relevance([2.0, 0.0, 1.0])
+            [1.0, 0.0, 0.5]
+        """
+        finite = [float(s) for s in scores if math.isfinite(float(s))]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+        return [
+            0.0 if not math.isfinite(float(s)) else 1.0 if hi == lo else (float(s) - lo) / (hi - lo) for s in scores
+        ]
+
+    def rerank_scores(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> tuple[list[float], dict[str, float]]:
+        """Every document's score, aligned with ``documents``, and the call's counters.
+
+        The scores are those :meth:`rerank` sorts (the caller's ``top_k`` reaches the strategy,
+        e.g. heapsort's ``k``), none cut; :mod:`rerank_plugins.fusion` builds on them.
+
+        Example:
+            >>> from rerank_plugins.testing import KeywordReranker
+            >>> KeywordReranker().rerank_scores("red", ["blue", "red"])
+            ([0.0, 1.0], {})
+        """
+        scored, _, stats = self._scores_many([query], [documents], top_k, single=True)
+        return scored[0], stats
+
+    async def arerank_scores(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> tuple[list[float], dict[str, float]]:
+        """Async :meth:`rerank_scores` (in a worker thread, as :meth:`arerank`)."""
+        return await asyncio.to_thread(self.rerank_scores, query, documents, top_k)
 
     def rerank_with_stats(
         self, query: str, documents: Sequence[str], top_k: int | None = None
@@ -203,6 +243,13 @@ class BaseReranker(ABC):
     def _rerank_many(
         self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: object, single: bool = False
     ) -> tuple[list[list[Hit]], dict[str, float]]:
+        scored, k, stats = self._scores_many(queries, documents, top_k, single)
+        return [hits_from_scores(scores, k) for scores in scored], stats
+
+    def _scores_many(
+        self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: object, single: bool = False
+    ) -> tuple[list[list[float]], int | None, dict[str, float]]:
+        """Validated requests scored through :meth:`_score_call`: scores per request (empty for no documents)."""
         if not single:
             if isinstance(queries, str) or not isinstance(queries, Sequence):
                 raise ValueError("queries must be a sequence of str")
@@ -212,14 +259,14 @@ class BaseReranker(ABC):
         ds = [validate_documents(d) for d in documents]
         call = Call(top_k=validate_top_k(top_k))
         live = [i for i, d in enumerate(ds) if d]
-        results: list[list[Hit]] = [[] for _ in qs]
+        results: list[list[float]] = [[] for _ in qs]
         if live:
             scored = self._score_call([qs[i] for i in live], [ds[i] for i in live], call)
             if len(scored) != len(live):
                 raise RuntimeError(f"{type(self).__name__} scored {len(scored)} requests, expected {len(live)}")
             for i, scores in zip(live, scored, strict=True):
-                results[i] = hits_from_scores(self._checked_scores(scores, len(ds[i])), call.top_k)
-        return results, call.stats
+                results[i] = self._checked_scores(scores, len(ds[i]))
+        return results, call.top_k, call.stats
 
     async def arerank(
         self, query: str, documents: Sequence[str], top_k: int | None = None

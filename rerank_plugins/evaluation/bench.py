@@ -55,14 +55,17 @@ from rerank_plugins.evaluation.measure import (
     save_json,
 )
 from rerank_plugins.evaluation.metrics import DEFAULT_MEASURES, evaluate, measure_names
+from rerank_plugins.fusion import FusedReranker
 
 __all__ = [
     "BARE_FORWARD",
     "FIRST_STAGE",
+    "FUSION_OPTIONS",
     "IDENTITY",
     "BenchResult",
     "MethodSpec",
     "bare_forward_prompt",
+    "build_method",
     "parse_method_spec",
     "render_markdown",
     "run_benchmark",
@@ -152,6 +155,29 @@ def parse_method_spec(text: str) -> MethodSpec:
     if label is not None and not isinstance(label, str):
         label = str(label)
     return MethodSpec(name=name, options=options, label=label or name)
+
+
+#: method-spec options that wrap the method in a FusedReranker instead of reaching its factory
+FUSION_OPTIONS = ("fusion", "fusion_k", "fusion_weight")
+
+
+def build_method(spec: MethodSpec) -> Any:
+    """The reranker of a method spec; ``fusion=rrf|interpolate`` (``fusion_k``, ``fusion_weight``) fuses it
+    with the first stage (:class:`~rerank_plugins.fusion.FusedReranker`; interpolation uses the run's scores).
+
+    Example:
+        >>> type(build_method(parse_method_spec("identity:fusion=rrf"))).__name__
+        'FusedReranker'
+    """
+    from rerank_plugins import registry
+
+    fusion = {k: v for k, v in spec.options.items() if k in FUSION_OPTIONS}
+    options = {k: v for k, v in spec.options.items() if k not in FUSION_OPTIONS}
+    if fusion.get("fusion") in (None, "none"):
+        if set(fusion) - {"fusion"}:
+            raise ValueError(f"{sorted(set(fusion) - {'fusion'})} need fusion=rrf or fusion=interpolate")
+        return registry.create(spec.name, **options)
+    return FusedReranker(registry.create(spec.name, **options), **fusion)
 
 
 def _accepts(factory: Callable[..., Any], param: str) -> bool:
@@ -271,7 +297,8 @@ def run_benchmark(
         queries: first-stage candidates per query (see :mod:`rerank_plugins.evaluation.loaders`).
         qrels: judgments; queries without any are skipped (logged).
         methods: methods to run after the two baselines (``first-stage``, ``identity``);
-            labels must be unique. Options are passed to ``registry.create`` as given.
+            labels must be unique. Options are passed to ``registry.create`` as given, except
+            ``fusion``, ``fusion_k`` and ``fusion_weight`` (:func:`build_method`).
         out_dir: where results.json, results.md and the plot go; an existing results.json
             there is resumed unless ``fresh``.
         depth: how many first-stage candidates each method reranks.
@@ -436,7 +463,6 @@ def _run_methods(
     bare_forward_model: str | None,
     doc_max_tokens: int | None,
 ) -> list[Any]:
-    from rerank_plugins import registry
 
     cores: list[Any] = []
 
@@ -457,7 +483,7 @@ def _run_methods(
         entry = _entry(data, spec.label, kind="method", name=spec.name, options=jsonable(spec.options))
         todo = [q for q in queries if q.qid not in entry["records"]]
         try:
-            reranker = registry.create(spec.name, **spec.options)
+            reranker = build_method(spec)
         except (TypeError, ValueError) as e:
             raise ValueError(f"method {spec.label!r}: cannot build {spec.name!r} with {spec.options}: {e}") from e
         if callable(getattr(reranker, "describe", None)):
@@ -499,7 +525,9 @@ def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: RssS
     sampler.take()
     before = _stats(core)
     t0 = time.perf_counter()
-    if hasattr(reranker, "rerank_with_stats"):
+    if isinstance(reranker, FusedReranker):  # interpolation reads the first stage's scores
+        hits, extra = reranker.rerank_with_stats(q.query, texts, retrieval_scores=[c.score for c in top])
+    elif hasattr(reranker, "rerank_with_stats"):
         hits, extra = reranker.rerank_with_stats(q.query, texts)
     else:  # any object with the Reranker protocol's rerank
         hits, extra = reranker.rerank(q.query, texts), {}

@@ -13,6 +13,11 @@ tokens put on its tokens, summed over a range of layers and all heads:
 3. Calibrated token scores below ``mean - outlier_std * std`` (over all document tokens) are
    dropped, as in the paper; a document's score is the sum over its remaining tokens.
 
+``heads`` narrows the sum to chosen (layer, head) pairs, the retrieval heads of QRHead
+(:mod:`rerank_plugins.rerankers.heads`): a list of pairs, a head profile file, or ``"auto"``
+(the default: a profile shipped for the loaded model, when there is one; else every head).
+Layers above the highest chosen head are not run.
+
 Lists that do not fit the context are scored in sliding windows (from the bottom of the list
 up, the best documents of each window carried into the next, as in RankGPT).
 
@@ -26,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -34,9 +40,10 @@ from pydantic import Field, Strict, StrictBool, StrictInt, StrictStr, field_vali
 
 from rerank_plugins.options import LLMOptions, PositiveInt
 from rerank_plugins.rerankers.base import ModelReranker
+from rerank_plugins.rerankers.heads import HeadProfile, backend_identity, find_profile
 from rerank_plugins.rerankers.windows import window_schedule
 from rerank_plugins.scoring import Document
-from rerank_plugins.scoring.attention import resolve_layers, span_sums
+from rerank_plugins.scoring.attention import resolve_heads, resolve_layers, span_sums
 from rerank_plugins.types import Call
 
 __all__ = [
@@ -46,6 +53,8 @@ __all__ = [
     "calibrated_token_scores",
     "document_scores",
     "outlier_keep_mask",
+    "outlier_keep_masks",
+    "parse_heads",
     "parse_layers",
 ]
 
@@ -115,6 +124,26 @@ def outlier_keep_mask(
     return keep & (token_scores.double() >= threshold)
 
 
+def outlier_keep_masks(
+    token_scores: torch.Tensor, spans: Sequence[tuple[int, int]], n_std: float | None = 2.0
+) -> torch.Tensor:
+    """:func:`outlier_keep_mask` for each row of ``[rows, n]`` token scores (e.g. one row per head).
+
+    Example:
+        >>> outlier_keep_masks(torch.tensor([[1.0, 1.0, -9.0], [1.0, 2.0, 3.0]]), [(0, 3)], 1.0).tolist()
+        [[True, True, False], [True, True, True]]
+    """
+    inside = torch.zeros(token_scores.shape[-1], dtype=torch.bool)
+    for s, e in spans:
+        inside[s:e] = True
+    keep = inside.expand(token_scores.shape).clone()
+    if n_std is None or not bool(inside.any()):
+        return keep
+    values = token_scores[:, inside].double()
+    threshold = values.mean(-1) - n_std * values.std(-1, unbiased=False)
+    return keep & (token_scores.double() >= threshold[:, None])
+
+
 def document_scores(
     token_scores: torch.Tensor, spans: Sequence[tuple[int, int]], keep: torch.Tensor | None = None
 ) -> list[float]:
@@ -156,6 +185,39 @@ def parse_layers(layers: str | Sequence[int] | None) -> str | list[int] | None:
     return out
 
 
+def parse_heads(heads: Any) -> Any:
+    """Validate a head choice: ``None`` (every head), ``"auto"``, a profile path, or ``(layer, head)`` pairs.
+
+    Pairs come as a sequence of two-int sequences (checked against the model when the reranker
+    is built); anything else is a ``ValueError`` naming ``heads``.
+
+    Example:
+        >>> parse_heads([[12, 3], (14, 0)]), parse_heads("auto")
+        ([(12, 3), (14, 0)], 'auto')
+    """
+    if heads is None or isinstance(heads, str):
+        if isinstance(heads, str) and not heads.strip():
+            raise ValueError('heads must be None, "auto", a head profile path or a list of (layer, head) pairs')
+        return heads
+    if isinstance(heads, os.PathLike):
+        return os.fspath(heads)
+    if isinstance(heads, (bytes, bytearray)) or not isinstance(heads, Sequence):
+        raise ValueError(
+            f'heads must be None, "auto", a head profile path or a list of (layer, head) pairs, got {heads!r}'
+        )
+    out: list[tuple[int, int]] = []
+    for pair in heads:
+        ok = isinstance(pair, Sequence) and not isinstance(pair, (str, bytes)) and len(pair) == 2
+        if not ok or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in pair):
+            raise ValueError(f"heads must be (layer, head) pairs of ints >= 0, got {pair!r}")
+        out.append((int(pair[0]), int(pair[1])))
+    if not out:
+        raise ValueError("heads must name at least one (layer, head) pair (None means every head)")
+    if len(set(out)) != len(out):
+        raise ValueError(f"heads names a (layer, head) pair twice: {out!r}")
+    return out
+
+
 def _layer_indices(n_layers: int, layers: str | list[int] | None) -> list[int]:
     if isinstance(layers, str):
         a, b = (int(p) if p.strip() else None for p in layers.split(":"))
@@ -181,6 +243,12 @@ class AttentionOptions(LLMOptions):
         default=None,
         description='Decoder layers summed: None (all), a slice string ("0:12", "-8:") or a list of indices; '
         "layers after the last one chosen are not run.",
+    )
+    heads: StrictStr | list[tuple[StrictInt, StrictInt]] | None = Field(
+        default="auto",
+        description='Attention heads summed: "auto" (a head profile shipped for the loaded model, else every '
+        "head), None (every head of the chosen layers), a head profile JSON file, or a list of (layer, head) "
+        "pairs; layers above the highest chosen head are not run.",
     )
     order: Literal["retrieval", "reversed"] = Field(
         default="retrieval",
@@ -208,6 +276,11 @@ class AttentionOptions(LLMOptions):
     def _layers(cls, value: Any) -> Any:
         return parse_layers(value)
 
+    @field_validator("heads", mode="before")
+    @classmethod
+    def _heads(cls, value: Any) -> Any:
+        return parse_heads(value)
+
     @field_validator("content_free_query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -219,6 +292,8 @@ class AttentionOptions(LLMOptions):
     def _stride_fits(self) -> AttentionOptions:
         if self.window is not None and self.stride is not None and self.stride > self.window:
             raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window})")
+        if self.layers is not None and self.heads not in (None, "auto"):
+            raise ValueError("heads and layers exclude each other (heads name their layers)")
         return self
 
 
@@ -229,15 +304,20 @@ class AttentionReranker(ModelReranker):
         model: hub id, local folder, ``.gguf`` file, or a scoring backend with the
             ``"attention"`` primitive (the in-process core, for Llama, Mistral, Qwen2/2.5/3 or
             Gemma models; other architectures and served models raise ``ValueError``).
-        **options: see :class:`AttentionOptions`: ``prompt``, ``layers``, ``order``,
+        **options: see :class:`AttentionOptions`: ``prompt``, ``layers``, ``heads``, ``order``,
             ``doc_max_tokens``, ``calibrate``, ``outlier_std``, ``content_free_query``,
             ``window``, ``stride``, and how the model is loaded.
 
-    Scores are the calibrated attention sums (per query token, summed over heads and layers).
-    With several windows, a document's score is its sum in the last window that scored it
-    minus ``tier * (2 * heads * layers + 1)``, ``tier`` counting windows from the top of the
-    list, so the final order is the sliding-window order. ``rerank_with_stats`` returns the
-    call's ``windows``, ``dropped_tokens`` and ``prompt_tokens``.
+    Scores are the calibrated attention sums (per query token, summed over the chosen heads:
+    every head of ``layers``, or the ``heads`` pairs). With several windows, a document's
+    score is its sum in the last window that scored it minus ``tier * (2 * pairs + 1)``,
+    ``pairs`` the number of (layer, head) pairs summed and ``tier`` counting windows from the
+    top of the list, so the final order is the sliding-window order. ``rerank_with_stats``
+    returns the call's ``windows``, ``dropped_tokens`` and ``prompt_tokens``; ``describe()``
+    names the head profile in use (``head_profile``) and how many heads are summed
+    (``head_count``). ``relevance`` (the normalised score) is min-max within the call: 1 for
+    the document the query attends to most, 0 for the least; the attention sums depend on the
+    other documents in the prompt, so neither they nor the relevance compare across calls.
 
     Example:
         >>> r = AttentionReranker("path/to/SmolLM2-135M-Instruct", order="reversed")  # doctest: +SKIP
@@ -253,7 +333,39 @@ class AttentionReranker(ModelReranker):
 
     def _prepare(self) -> None:
         n_layers, self._n_heads = self.core.attention_layout()
-        self._layer_ids = _layer_indices(n_layers, self.options.layers)
+        self._profile: HeadProfile | None = None
+        self._heads: list[tuple[int, int]] | None = None
+        heads = self.options.heads
+        if heads == "auto" and self.options.layers is None:
+            self._profile = find_profile(backend_identity(self.core), prompt=self.options.prompt)
+        elif isinstance(heads, str) and heads != "auto":
+            self._profile = HeadProfile.load(heads)
+            if not self._profile.matches(backend_identity(self.core)):
+                logger.warning(
+                    "head profile %s was chosen on %r, not on this model (%s); using its heads anyway",
+                    heads, self._profile.model.get("name"), self.core.name,
+                )
+        elif isinstance(heads, list):
+            self._heads = resolve_heads(n_layers, self._n_heads, heads)
+        if self._profile is not None:
+            try:
+                self._heads = resolve_heads(n_layers, self._n_heads, self._profile.pairs())
+            except ValueError as e:
+                raise ValueError(f"head profile {self._profile.label}: {e}") from None
+        if self._heads is None:
+            self._layer_ids = _layer_indices(n_layers, self.options.layers)
+        else:
+            self._layer_ids = sorted({layer for layer, _ in self._heads})
+
+    def _derived_settings(self) -> dict[str, Any]:
+        pairs = len(self._heads) if self._heads is not None else self._n_heads * len(self._layer_ids)
+        return {"head_profile": self._profile.label if self._profile else None, "head_count": pairs}
+
+    def _capture(self, prefix: list[int], suffixes: list[list[int]]) -> list[torch.Tensor]:
+        """The suffix rows summed over the chosen heads (every head of the chosen layers by default)."""
+        if self._heads is None:
+            return self.core.suffix_attention(prefix, suffixes, layers=self._layer_ids)
+        return self.core.suffix_attention(prefix, suffixes, heads=self._heads)
 
     # ------------------------------------------------------------------ prompts
     def _encode(self, query_ids: list[int], docs: Sequence[str]) -> tuple[list[int], list[tuple[int, int]], int]:
@@ -292,7 +404,7 @@ class AttentionReranker(ModelReranker):
         tail = ids[q_start + len(query_ids) :]
         calibrate = self.options.calibrate
         suffixes = [ids[q_start:]] + ([cf_ids + tail] if calibrate else [])
-        rows = self.core.suffix_attention(ids[:q_start], suffixes, layers=self._layer_ids)
+        rows = self._capture(ids[:q_start], suffixes)
         real = rows[0][: len(query_ids), :q_start]
         cf = rows[1][: len(cf_ids), :q_start] if calibrate else None
         tokens = calibrated_token_scores(real, cf)
@@ -330,5 +442,48 @@ class AttentionReranker(ModelReranker):
             for j, i in enumerate(members):
                 last_score[i] = scores[j]
                 tier[i] = len(schedule) - 1 - w
-        bound = 2.0 * self._n_heads * len(self._layer_ids) + 1.0
+        pairs = len(self._heads) if self._heads is not None else self._n_heads * len(self._layer_ids)
+        bound = 2.0 * pairs + 1.0
         return [last_score[i] - tier[i] * bound for i in range(len(docs))]
+
+    # ------------------------------------------------------------------ per-head scores (head selection)
+    @torch.inference_mode()
+    def head_document_scores(self, query: str, documents: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Each (layer, head)'s document scores for one prompt holding every document.
+
+        The prompt, calibration and outlier rule are those of :meth:`rerank`, applied to each
+        head alone. Used by :func:`~rerank_plugins.rerankers.heads.select_heads`.
+
+        Returns:
+            ``[pairs, len(documents)]`` per-head scores (every head of the chosen layers,
+            layer-major, or the ``heads`` pairs in order), the ``[len(documents)]`` scores of
+            those heads summed (what :meth:`rerank` gives for one window), and the prompt tokens.
+
+        Raises:
+            ValueError: when the documents do not fit one prompt.
+        """
+        docs = list(documents)
+        if not docs:
+            raise ValueError("documents must not be empty")
+        query_ids = self.core.tokenize(query)
+        cf_ids = self.core.tokenize(self.options.content_free_query)
+        if len(docs) > self._fit_window(query_ids, docs):
+            raise ValueError(
+                f"{len(docs)} documents do not fit one prompt of {self.core.max_length} tokens; "
+                "pass fewer candidates or lower doc_max_tokens"
+            )
+        ids, spans, q_start = self._encode(query_ids, docs)
+        tail = ids[q_start + len(query_ids) :]
+        calibrate = self.options.calibrate
+        suffixes = [ids[q_start:]] + ([cf_ids + tail] if calibrate else [])
+        chosen = {"heads": self._heads} if self._heads is not None else {"layers": self._layer_ids}
+        rows = self.core.suffix_attention(ids[:q_start], suffixes, per_head=True, **chosen)
+        tokens = rows[0][:, : len(query_ids), :q_start].float().mean(-2)
+        if calibrate:
+            tokens = tokens - rows[1][:, : len(cf_ids), :q_start].float().mean(-2)
+        keep = outlier_keep_masks(tokens, spans, self.options.outlier_std)
+        per_head = span_sums(tokens * keep.to(tokens.dtype), spans)
+        summed_tokens = tokens.sum(0)
+        summed = torch.tensor(document_scores(summed_tokens, spans, outlier_keep_mask(summed_tokens, spans,
+                                                                                       self.options.outlier_std)))
+        return per_head, summed, q_start + sum(len(x) for x in suffixes)

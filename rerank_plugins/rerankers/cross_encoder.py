@@ -7,12 +7,15 @@ options and maps scores back.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from rerank_plugins.options import Options, PositiveInt
 from rerank_plugins.rerankers.base import ModelArg, ModelReranker, check_model_name
+from rerank_plugins.rerankers.pointwise import _sigmoid
 from rerank_plugins.scoring.cross_encoder import get_cross_encoder_core
 from rerank_plugins.scoring.protocol import is_backend
 from rerank_plugins.types import Call
@@ -69,6 +72,20 @@ class CrossEncoderReranker(ModelReranker):
         return get_cross_encoder_core(
             model, device=o.device, dtype=o.dtype, max_length=o.max_length, trust_remote_code=o.trust_remote_code
         )
+
+    def relevance(self, scores: Sequence[float]) -> list[float]:
+        """The model's probability of relevance: its output when the encoder ends in a sigmoid or
+        softmax (``probabilities`` on the backend, sentence-transformers' default for one label),
+        else the sigmoid of the logit. Per (query, document): comparable across calls.
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> CrossEncoderReranker.relevance(SimpleNamespace(core=SimpleNamespace(probabilities=False)), [0.0])
+            [0.5]
+        """
+        if getattr(self.core, "probabilities", False):
+            return [min(max(float(s), 0.0), 1.0) if math.isfinite(float(s)) else 0.0 for s in scores]
+        return [_sigmoid(float(s)) for s in scores]
 
     def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
         call.count("pairs", len(documents))

@@ -14,6 +14,8 @@ __all__ = ["IdentityReranker"]
 class IdentityReranker(BaseReranker):
     """Returns documents in input order with scores ``0, -1, -2, ...``.
 
+    ``relevance`` is the position: 1 for the first document down to 0 for the last.
+
     Example:
         >>> IdentityReranker().rerank("q", ["a", "b", "c"], top_k=2)
         [Hit(index=0, score=0.0), Hit(index=1, score=-1.0)]

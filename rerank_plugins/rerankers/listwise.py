@@ -467,6 +467,23 @@ class ListwiseReranker(ModelReranker):
     def _derived_settings(self) -> dict[str, Any]:
         return {"id_style": self.ids.style}
 
+    def relevance(self, scores: Sequence[float]) -> list[float]:
+        """First mode: the fractional part of the score, the probability that the model ranks the
+        document first among the passages of the last window that ranked it (the window's
+        calibrated, permutation-averaged identifier probabilities). It compares documents of one
+        window; across windows and calls it is a confidence, not a calibrated relevance (a window
+        of 20 spreads probability over 20 passages). Generate mode has no probabilities: the rank
+        within the call, 1 for the first document down to 0 for the last (min-max of the scores).
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> ListwiseReranker.relevance(SimpleNamespace(options=SimpleNamespace(mode="first")), [2.2, 1.0, 3.7])
+            [0.2, 0.0, 0.7]
+        """
+        if self.options.mode == "first":
+            return [round(float(s) - math.floor(float(s)), 3) if math.isfinite(float(s)) else 0.0 for s in scores]
+        return super().relevance(scores)
+
     # ------------------------------------------------------------------ prompts
     def _prompt(self, query: str, passages: Sequence[str], doc_max_tokens: int) -> list[int]:
         ids = self.ids

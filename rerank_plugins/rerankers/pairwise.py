@@ -333,6 +333,24 @@ class PairwiseReranker(ModelReranker):
     def _prepare(self) -> None:
         self.answer_prefix_ids, self.answer_ids = answer_tokens(self.core)
 
+    def relevance(self, scores: Sequence[float]) -> list[float]:
+        """``allpair``: the win share, the document's summed win probabilities over its ``n - 1``
+        comparisons divided by ``n - 1`` (1.0 for a single document). ``heapsort`` and ``sliding``
+        order only the top and give ranks: 1 for the first document down to 0 for the last
+        (min-max of the rank scores). Either way it depends on the other documents of the call:
+        comparable within one call only.
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> me = SimpleNamespace(options=SimpleNamespace(schedule="allpair"))
+            >>> PairwiseReranker.relevance(me, [2.0, 0.5, 0.5])
+            [1.0, 0.25, 0.25]
+        """
+        if self.options.schedule == "allpair":
+            n = len(scores)
+            return [1.0 if n == 1 else float(s) / (n - 1) for s in scores]
+        return super().relevance(scores)
+
     def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
         k = call.top_k or self.options.k
         comparator = _ModelComparator(self, query, documents)

@@ -16,6 +16,8 @@ Labels", Zhuang et al., 2023, binary variant.)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,6 +33,12 @@ __all__ = ["DEFAULT_INSTRUCTION", "PointwiseOptions", "PointwiseReranker", "yes_
 DEFAULT_INSTRUCTION = (
     "Judge whether the document answers or is relevant to the search query."
 )
+
+
+def _sigmoid(x: float) -> float:
+    if math.isnan(x):
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def yes_no_token_ids(core: Any) -> tuple[list[int], list[int]]:
@@ -111,6 +119,20 @@ class PointwiseReranker(ModelReranker):
         call.count("rows", len(rows))
         k = len(self.yes_ids)
         return torch.logsumexp(logits[:, :k], dim=1) - torch.logsumexp(logits[:, k:], dim=1)
+
+    def relevance(self, scores: Sequence[float]) -> list[float]:
+        """``sigmoid(score)``: the probability of "Yes" under the (calibrated) log-odds.
+
+        With calibration, 0.5 means the document makes the model answer "Yes" exactly as often
+        as the content-free query does; above 0.5, more often. A document's relevance depends
+        on it and the query alone, so values from separate calls (same model and options) are
+        comparable and a threshold means the same for every query.
+
+        Example:
+            >>> PointwiseReranker.relevance(None, [0.0, 2.0])  # doctest: +ELLIPSIS
+            [0.5, 0.880...]
+        """
+        return [_sigmoid(float(s)) for s in scores]
 
     def _score_one(self, query: str, documents: list[str], call: Call) -> list[float]:
         rel = self._log_odds(query, documents, call)

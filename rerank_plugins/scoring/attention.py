@@ -14,7 +14,10 @@ Efficient Zero-Shot Re-Rankers", Chen et al., 2024). A prompt is split into a *p
    ``softmax(q K^T * scaling [softcapped] + mask)`` for the suffix rows only, repeating
    grouped KV heads, then returns the attention output exactly as eager attention does.
 
-Memory per layer is ``suffix_len x total_len x heads``, never ``total_len^2``. Supported model
+The recorded rows are summed over every head of the chosen layers, over chosen ``(layer, head)``
+pairs only, or kept one slice per layer or per (layer, head) (:func:`plan_capture`). Work
+memory per layer is ``suffix_len x total_len x heads``, never ``total_len^2``; what is kept is
+``suffix_len x total_len`` per output slice. Supported model
 types are listed in :data:`SUPPORTED_MODEL_TYPES` (Llama, Mistral, Qwen2, Qwen3, Gemma 1-3
 text models, including Gemma 2 logit soft-capping and sliding-window layers); any other
 architecture raises ``ValueError``.
@@ -34,6 +37,7 @@ import copy
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,6 +50,8 @@ __all__ = [
     "attention_to_spans",
     "capture_suffix_attention",
     "check_supported",
+    "plan_capture",
+    "resolve_heads",
     "resolve_layers",
     "span_sums",
 ]
@@ -68,15 +74,118 @@ class _StopForward(Exception):
     """Raised inside the forward pass once the last wanted layer has run."""
 
 
-class _Capture:
-    """Per-call state: which layers to record and the running sum of their attention rows."""
+@dataclass(frozen=True)
+class _LayerPlan:
+    """What one layer adds to the capture: its heads summed into ``slot``, or each head into its own slot.
 
-    def __init__(self, layers: list[int], total: int, q_len: int, stop_after: int | None, per_layer: bool) -> None:
-        self.layers = {layer: k if per_layer else 0 for k, layer in enumerate(layers)}
+    ``heads`` ``None`` means every head of the layer (summed exactly as before per-head capture existed).
+    """
+
+    slot: int = 0
+    heads: list[int] | None = None
+    slots: list[int] | None = None  # one slot per entry of ``heads`` (per-head capture)
+
+
+class _Capture:
+    """Per-call state: which layers (and heads) to record and the running sums of their attention rows."""
+
+    def __init__(
+        self, plan: dict[int, _LayerPlan], n_slots: int, total: int, q_len: int, stop_after: int | None
+    ) -> None:
+        self.plan = plan
         self.total = total
-        self.rows = torch.zeros(len(layers) if per_layer else 1, q_len, total, dtype=torch.float32)
+        self.rows = torch.zeros(n_slots, q_len, total, dtype=torch.float32)
         self.seen: set[int] = set()
         self.stop_after = stop_after
+
+    def add(self, layer: int, probs: torch.Tensor) -> None:
+        """Add one layer's suffix-row probabilities ``[heads, q_len, kv_len]`` to its slots."""
+        plan = self.plan.get(layer)
+        if plan is None:
+            return
+        # Right-align: sliding-window caches hold only the last kv_len positions.
+        cols = slice(self.total - probs.shape[-1], None)
+        if plan.slots is not None:
+            picked = probs if plan.heads is None else probs[plan.heads]
+            self.rows[plan.slots, :, cols] += picked.float().cpu()
+        elif plan.heads is None:
+            self.rows[plan.slot, :, cols] += probs.sum(0).float().cpu()
+        else:
+            self.rows[plan.slot, :, cols] += probs[plan.heads].sum(0).float().cpu()
+
+
+def plan_capture(
+    n_layers: int,
+    n_heads: int,
+    *,
+    layers: Sequence[int] | range | None = None,
+    per_layer: bool = False,
+    heads: Sequence[tuple[int, int]] | None = None,
+    per_head: bool = False,
+) -> tuple[dict[int, _LayerPlan], int]:
+    """Which layer and head goes into which output slot, and how many slots there are.
+
+    Slots: one (everything summed), one per layer (``per_layer``), one per (layer, head)
+    (``per_head``: the pairs of ``heads`` in their order, or every head of ``layers``
+    layer-major). ``heads`` and ``layers`` exclude each other, as do ``per_layer`` and
+    ``per_head``.
+
+    Example:
+        >>> plan, n = plan_capture(4, 2, heads=[(3, 1), (0, 0)], per_head=True)
+        >>> n, sorted(plan), plan[3].slots, plan[3].heads
+        (2, [0, 3], [0], [1])
+    """
+    if per_layer and per_head:
+        raise ValueError("per_layer and per_head exclude each other")
+    if heads is None:
+        wanted = resolve_layers(n_layers, layers)
+        if per_head:
+            every = list(range(n_heads))
+            plan = {la: _LayerPlan(heads=None, slots=[k * n_heads + h for h in every]) for k, la in enumerate(wanted)}
+            return plan, len(wanted) * n_heads
+        if per_layer:
+            return {la: _LayerPlan(slot=k) for k, la in enumerate(wanted)}, len(wanted)
+        return {la: _LayerPlan(slot=0) for la in wanted}, 1
+    if layers is not None:
+        raise ValueError("pass heads or layers, not both (heads name their layers)")
+    if per_layer:
+        raise ValueError("per_layer applies to layers, not to heads (use per_head)")
+    pairs = resolve_heads(n_layers, n_heads, heads)
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for j, (la, h) in enumerate(pairs):
+        by_layer.setdefault(la, []).append((h, j))
+    if per_head:
+        plan = {la: _LayerPlan(heads=[h for h, _ in hs], slots=[j for _, j in hs]) for la, hs in by_layer.items()}
+        return plan, len(pairs)
+    return {la: _LayerPlan(slot=0, heads=sorted(h for h, _ in hs)) for la, hs in by_layer.items()}, 1
+
+
+def resolve_heads(n_layers: int, n_heads: int, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Validate ``(layer, head)`` pairs against the model's layout; order kept, duplicates refused.
+
+    Example:
+        >>> resolve_heads(24, 14, [(12, 3), [0, 13]])
+        [(12, 3), (0, 13)]
+    """
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
+        raise ValueError(f"heads must be a list of (layer, head) pairs, got {type(heads).__name__}")
+    out: list[tuple[int, int]] = []
+    for pair in heads:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"heads must be (layer, head) pairs, got {pair!r}")
+        la, h = pair
+        if any(isinstance(x, bool) or not isinstance(x, int) for x in (la, h)):
+            raise ValueError(f"heads must be pairs of ints, got {pair!r}")
+        if not 0 <= la < n_layers or not 0 <= h < n_heads:
+            raise ValueError(
+                f"head {(la, h)} is out of range for a model with {n_layers} layers of {n_heads} heads"
+            )
+        if (la, h) in out:
+            raise ValueError(f"head {(la, h)} is named twice")
+        out.append((la, h))
+    if not out:
+        raise ValueError("heads must name at least one (layer, head) pair")
+    return out
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -98,7 +207,7 @@ def _capture_attention(
     softcap: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Eager attention for the (few) suffix rows, recording head-summed probabilities."""
+    """Eager attention for the (few) suffix rows, recording their probabilities as the capture plans."""
     if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
         raise ValueError("attention sinks are not supported by the attention-capture primitive")
     if scaling is None:
@@ -131,10 +240,7 @@ def _capture_attention(
     layer = getattr(module, "layer_idx", None)
     if cap is not None and layer is not None:
         cap.seen.add(int(layer))
-        slot = cap.layers.get(int(layer))
-        if slot is not None:
-            # Right-align: sliding-window caches hold only the last kv_len positions.
-            cap.rows[slot, :, cap.total - kv_len :] += probs[0].sum(0).float().cpu()
+        cap.add(int(layer), probs[0])
         if cap.stop_after is not None and int(layer) >= cap.stop_after:
             raise _StopForward
     return out, None
@@ -247,20 +353,30 @@ def capture_suffix_attention(
     layers: Sequence[int] | range | None,
     per_layer: bool,
     device: torch.device,
+    heads: Sequence[tuple[int, int]] | None = None,
+    per_head: bool = False,
 ) -> list[torch.Tensor]:
     """Run ``prefix`` once, then each suffix on its KV cache, capturing the suffix rows' attention.
 
     The caller (:meth:`~rerank_plugins.scoring.ScoringCore.suffix_attention`) validates the
     ids, checks the context length, holds the model lock and counts the passes. Layers after
-    the last one wanted are not run at all (unless a sliding-window layer's mask depends on them).
+    the last one wanted (the highest layer of ``heads``, else of ``layers``) are not run at all
+    (unless a sliding-window layer's mask depends on them). :func:`plan_capture` says which
+    combinations of ``layers``, ``heads``, ``per_layer`` and ``per_head`` are allowed.
 
     Returns:
         One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``
-        (summed over heads and ``layers``), or ``[len(layers), ...]`` with ``per_layer``.
+        (summed over the chosen heads and layers), ``[len(layers), ...]`` with ``per_layer``,
+        or ``[pairs, ...]`` with ``per_head`` (one slice per (layer, head), in the order of
+        ``heads``, or every head of ``layers`` layer-major).
     """
     check_supported(model)
     base, decoder_layers = _decoder_layers(model)
-    wanted = resolve_layers(len(decoder_layers), layers)
+    n_heads = int(_text_config(model).num_attention_heads)
+    plan, n_slots = plan_capture(
+        len(decoder_layers), n_heads, layers=layers, per_layer=per_layer, heads=heads, per_head=per_head
+    )
+    wanted = sorted(plan)
     # Stopping early is safe only when no mask depends on a (skipped) sliding-window layer.
     stop_after = wanted[-1] if wanted[-1] < len(decoder_layers) - 1 and not _has_sliding_layers(model) else None
     _register()
@@ -288,7 +404,7 @@ def capture_suffix_attention(
     try:
         config._attn_implementation = CAPTURE_IMPLEMENTATION
         for r in suffixes:
-            cap = _Capture(wanted, len(prefix) + len(r), len(r), stop_after, per_layer)
+            cap = _Capture(plan, n_slots, len(prefix) + len(r), len(r), stop_after)
             _active.capture = cap
             try:
                 base(
@@ -306,7 +422,7 @@ def capture_suffix_attention(
                     f"layers {sorted(missing)} of {type(model).__name__} did not route through "
                     "transformers' AttentionInterface; attention capture cannot support this model"
                 )
-            results.append(cap.rows if per_layer else cap.rows[0])
+            results.append(cap.rows if per_layer or per_head else cap.rows[0])
     finally:
         config._attn_implementation = original
         snapshot.fresh()
@@ -340,8 +456,9 @@ def attention_to_spans(
     query_span: tuple[int, int],
     *,
     layers: Sequence[int] | range | None = None,
+    heads: Sequence[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
-    """Attention mass from each query token onto each span, summed over heads and ``layers``.
+    """Attention mass from each query token onto each span, summed over heads and ``layers`` (or ``heads``).
 
     Everything before ``query_span`` is the prefix (run once, no attention weights kept); the
     query and whatever follows it run as a suffix whose attention rows are captured.
@@ -353,6 +470,7 @@ def attention_to_spans(
         spans: ``(start, end)`` token spans (e.g. documents), all before ``query_span``.
         query_span: ``(start, end)`` of the query tokens.
         layers: decoder layers to sum over (``None``: all).
+        heads: ``(layer, head)`` pairs to sum over instead of whole layers.
 
     Returns:
         float32 tensor ``[query_len, len(spans)]``.
@@ -368,5 +486,6 @@ def attention_to_spans(
     for s, e in spans:
         if not 0 <= s <= e <= q0:
             raise ValueError(f"span {(s, e)} must lie before the query span {query_span}")
-    rows = backend.suffix_attention(ids[:q0], [ids[q0:]], layers=layers)[0]
+    chosen = {"layers": layers} if heads is None else {"heads": heads, "layers": layers}
+    rows = backend.suffix_attention(ids[:q0], [ids[q0:]], **chosen)[0]
     return span_sums(rows[: q1 - q0], spans)

@@ -21,6 +21,8 @@ requests that arrive while a forward pass runs are merged into the next one.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -39,6 +41,13 @@ from rerank_plugins.scoring.stats import CoreStats
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
 
 logger = logging.getLogger(__name__)
+
+#: config fields whose values identify an architecture (hashed into ``model_identity()``)
+_IDENTITY_FIELDS = (
+    "model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size",
+    "intermediate_size", "vocab_size", "max_position_embeddings",
+)
+
 
 @dataclass
 class _Request:
@@ -72,6 +81,7 @@ class ScoringCore(ChatPrompts):
         self.stats = CoreStats()
         self._pending: list[_Request] = []
         self._pending_lock = threading.Lock()
+        self._identity: dict[str, Any] | None = None
         cfg = loaded.model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self.max_length: int = int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
@@ -333,6 +343,8 @@ class ScoringCore(ChatPrompts):
         *,
         layers: Sequence[int] | range | None = None,
         per_layer: bool = False,
+        heads: Sequence[tuple[int, int]] | None = None,
+        per_head: bool = False,
     ) -> list[torch.Tensor]:
         """Attention of every suffix token onto every position, summed over heads and ``layers``.
 
@@ -346,15 +358,22 @@ class ScoringCore(ChatPrompts):
             layers: decoder layer indices to sum over (``None``: all; negatives count from
                 the end). Layers after the last one named are not run at all.
             per_layer: keep one slice per layer instead of their sum.
+            heads: ``(layer, head)`` pairs to sum over instead of every head of ``layers``
+                (then ``layers`` must be ``None``); layers above the highest one named are
+                not run.
+            per_head: keep one slice per (layer, head) instead of their sum.
 
         Returns:
             One float32 CPU tensor per suffix, shape ``[len(suffix), len(prefix) + len(suffix)]``:
-            row ``i`` is the attention of suffix token ``i`` (summed over heads and layers) onto
-            every position; each row sums to ``heads * len(layers)``. With ``per_layer``, shape
-            ``[len(layers), len(suffix), len(prefix) + len(suffix)]``.
+            row ``i`` is the attention of suffix token ``i`` (summed over the chosen heads and
+            layers) onto every position; each row sums to the number of (layer, head) pairs
+            summed. With ``per_layer``, shape ``[len(layers), len(suffix), len(prefix) + len(suffix)]``;
+            with ``per_head``, ``[pairs, len(suffix), ...]``: the pairs of ``heads`` in their
+            order, or every head of ``layers``, layer-major (``.view(len(layers), heads, ...)``).
 
         Example:
             >>> real, na = core.suffix_attention(prefix_ids, [query_ids, na_ids])  # doctest: +SKIP
+            >>> two = core.suffix_attention(prefix_ids, [query_ids], heads=[(12, 3)], per_head=True)  # doctest: +SKIP
         """
         _attention.check_supported(self.model)
         pre = [int(t) for t in prefix]
@@ -365,12 +384,45 @@ class ScoringCore(ChatPrompts):
             raise ValueError("suffixes must be a non-empty list of non-empty token lists")
         for r in rows:
             self._check_length(len(pre) + len(r))
+        # checked before the model lock is taken: a bad choice costs no forward pass
+        n_layers, n_heads = self.attention_layout()
+        _attention.plan_capture(n_layers, n_heads, layers=layers, per_layer=per_layer, heads=heads, per_head=per_head)
         with self.loaded.lock:
             out = _attention.capture_suffix_attention(
-                self.model, pre, rows, layers=layers, per_layer=per_layer, device=self.device
+                self.model, pre, rows, layers=layers, per_layer=per_layer, device=self.device,
+                heads=heads, per_head=per_head,
             )
         self.stats.add(forward_passes=1 + len(rows), prompt_tokens=len(pre) + sum(map(len, rows)))
         return out
+
+    @torch.inference_mode()
+    def model_identity(self) -> dict[str, Any]:
+        """What identifies the loaded weights, for matching head profiles to models.
+
+        ``name`` (the config's recorded name, else the load name; informational), the
+        architecture (``model_type``, ``layers``, ``heads``), ``config_sha256`` (a hash of the
+        architecture's sizes) and ``fingerprint``: the L2 norms of 16 fixed rows of the input
+        embedding (5 significant digits). Fine-tunes of one architecture share the hash but not
+        the fingerprint; the same weights loaded in another dtype keep it within 1%.
+        """
+        if self._identity is None:
+            cfg = self.model.config
+            text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+            sizes = {k: getattr(text_cfg, k, None) for k in _IDENTITY_FIELDS}
+            digest = hashlib.sha256(json.dumps(sizes, sort_keys=True).encode()).hexdigest()[:16]
+            weight = self.model.get_input_embeddings().weight
+            rows = [(k * weight.shape[0]) // 17 for k in range(1, 17)]
+            norms = weight[rows].float().norm(dim=-1).cpu().tolist()
+            name = getattr(text_cfg, "_model_name_or_path", None) or getattr(cfg, "_model_name_or_path", None)
+            self._identity = {
+                "name": str(name or self.name),
+                "model_type": sizes["model_type"],
+                "layers": int(text_cfg.num_hidden_layers),
+                "heads": int(text_cfg.num_attention_heads),
+                "config_sha256": digest,
+                "fingerprint": [float(f"{x:.5g}") for x in norms],
+            }
+        return dict(self._identity)
 
     def attention_layout(self) -> tuple[int, int]:
         """``(decoder layers, attention heads per layer)`` of the model."""

@@ -38,9 +38,14 @@ class CrossEncoderCore:
         self.encoder = encoder
         self.name = name
         self.stats = CoreStats()
+        # sentence-transformers applies the model's activation (Sigmoid by default for one label)
+        activation = type(getattr(encoder, "activation_fn", None)).__name__
+        #: whether pair_scores are already probabilities (the encoder ends in a sigmoid or softmax)
+        self.probabilities = activation in ("Sigmoid", "Softmax")
 
     def pair_scores(self, query: str, documents: Sequence[str], batch_size: int = 32) -> list[float]:
-        """One relevance score per (query, document); the encoder's raw output (logit)."""
+        """One relevance score per (query, document): the encoder's output (a logit, or a probability
+        when the model's activation is a sigmoid: see ``probabilities``)."""
         if not documents:
             return []
         query = clean_text(query)

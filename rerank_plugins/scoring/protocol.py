@@ -20,8 +20,11 @@ Capabilities and the methods they promise:
 ``"generate"``
     ``generate(prompts, max_new_tokens)``: greedy continuations, decoded.
 ``"attention"``
-    ``suffix_attention(prefix, suffixes, layers=None, per_layer=False)`` and
-    ``attention_layout()`` (``(layers, heads)``): query-row attention onto every position.
+    ``suffix_attention(prefix, suffixes, layers=None, per_layer=False, heads=None, per_head=False)``
+    and ``attention_layout()`` (``(layers, heads)``): query-row attention onto every position,
+    summed over layers, over chosen ``(layer, head)`` pairs, or kept per layer or per head.
+    Optionally ``model_identity()``: what identifies the loaded weights, so that a head profile
+    chosen on one model is picked only for that model (:mod:`rerank_plugins.rerankers.heads`).
 ``"pair_scores"``
     ``pair_scores(query, documents, batch_size)``: one relevance score per (query, document).
 ``"forward"``
@@ -126,6 +129,8 @@ class ScoringBackend(Protocol):
         *,
         layers: Sequence[int] | None = None,
         per_layer: bool = False,
+        heads: Sequence[tuple[int, int]] | None = None,
+        per_head: bool = False,
     ) -> list[torch.Tensor]: ...
 
     def attention_layout(self) -> tuple[int, int]: ...

@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from rerank_plugins import registry
-from rerank_plugins.types import BaseReranker, Hit
+from rerank_plugins.types import BaseReranker
 
 BUILTIN_STRATEGIES = {"identity", "pointwise", "cross-encoder", "listwise", "pairwise", "attention"}
 
@@ -31,7 +31,11 @@ EXPECTED = [("bravo", 0.9), ("echo", 0.7), ("charlie", 0.5), ("delta", 0.3), ("a
 
 
 class FakeReranker(BaseReranker):
-    """Scores documents from a fixed table; records calls and which entry point was used."""
+    """Scores documents from a fixed table; records calls and which entry point was used.
+
+    The adapters call ``rerank_scores`` / ``arerank_scores`` (through
+    ``rerank_plugins.fusion.rank_documents``): every document's score, with the caller's top_k.
+    """
 
     name = "fake"
 
@@ -42,14 +46,24 @@ class FakeReranker(BaseReranker):
     def score(self, query: str, documents: list[str]) -> list[float]:
         return [FAKE_SCORES[d] for d in documents]
 
-    def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None) -> list[Hit]:
-        self.calls.append(("rerank", query, list(documents), top_k))
-        return super().rerank(query, documents, top_k)
+    def rerank_scores(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> tuple[list[float], dict[str, float]]:
+        self.calls.append(("rerank_scores", query, list(documents), top_k))
+        return super().rerank_scores(query, documents, top_k)
 
-    async def arerank(self, query: str, documents: Sequence[str], top_k: int | None = None) -> list[Hit]:
-        self.calls.append(("arerank", query, list(documents), top_k))
-        # call the sync base directly so the recorded entry point stays "arerank"
-        return await asyncio.to_thread(BaseReranker.rerank, self, query, documents, top_k)
+    async def arerank_scores(
+        self, query: str, documents: Sequence[str], top_k: int | None = None
+    ) -> tuple[list[float], dict[str, float]]:
+        self.calls.append(("arerank_scores", query, list(documents), top_k))
+        # call the sync base directly so the recorded entry point stays "arerank_scores"
+        return await asyncio.to_thread(BaseReranker.rerank_scores, self, query, documents, top_k)
+
+
+def relevance(text: str) -> float:
+    """The fake's normalised relevance: min-max of FAKE_SCORES within a call over TEXTS."""
+    lo, hi = min(FAKE_SCORES.values()), max(FAKE_SCORES.values())
+    return (FAKE_SCORES[text] - lo) / (hi - lo)
 
 
 @dataclass
@@ -70,6 +84,7 @@ class Face:
     dump: Callable[[list[Any]], Any]
     hidden_metadata: Callable[[Any, str, Any], None]  # add a metadata key kept out of the reranked text
     flags: tuple[dict[str, Any], ...] = ({},)  # adapter settings that change how results are copied
+    retrieval_option: dict[str, Any] | None = None  # how the adapter finds the items' retrieval scores
 
 
 def _llama_face() -> Face:
@@ -129,6 +144,7 @@ def _langchain_face() -> Face:
         added_value=lambda retrieval, rerank: rerank,
         dump=lambda items: [d.model_dump() for d in items],
         hidden_metadata=lambda doc, key, value: doc.metadata.__setitem__(key, value),
+        retrieval_option={"retrieval_score_key": "retrieval"},
     )
 
 
@@ -197,7 +213,7 @@ def test_order_and_scores(case: Case, fakes: list[FakeReranker]) -> None:
     # built once at construction, through the registry, with the model option passed on
     assert len(fakes) == 1
     assert fakes[0].options == {"model": "fake-model"}
-    assert fakes[0].calls == [("rerank", "which?", TEXTS, None)]
+    assert fakes[0].calls == [("rerank_scores", "which?", TEXTS, None)]
 
 
 def test_top_n(case: Case, fakes: list[FakeReranker]) -> None:
@@ -219,6 +235,8 @@ def test_metadata_keys_and_values(case: Case) -> None:
         original, retrieval = by_text[case.face.text(o)]
         expected = dict(case.face.metadata(original))
         expected[case.face.score_key] = case.face.added_value(retrieval, case.face.score(o))
+        text = case.face.text(o)
+        expected.update({"rerank_score": FAKE_SCORES[text], "rerank_relevance": pytest.approx(relevance(text))})
         assert case.face.metadata(o) == expected
 
 
@@ -285,7 +303,7 @@ def test_async_parity(case: Case, fakes: list[FakeReranker]) -> None:
     assert _result(case.face, async_out) == _result(case.face, sync_out) == EXPECTED[:4]
     assert [case.face.metadata(o) for o in async_out] == [case.face.metadata(o) for o in sync_out]
     # the async path awaits the reranker's own coroutine, not the sync path in a thread
-    assert [c[0] for c in fakes[0].calls] == ["rerank", "arerank"]
+    assert [c[0] for c in fakes[0].calls] == ["rerank_scores", "arerank_scores"]
 
 
 def test_concurrent_async_calls(case: Case) -> None:
@@ -311,6 +329,12 @@ def test_concurrent_async_calls(case: Case) -> None:
         {"top_n": 2.0},
         {"reranker_kwargs": "x"},
         {"no_such_option": 1},
+        {"fusion": "max"},
+        {"fusion_k": 0},
+        {"fusion_weight": 1.5},
+        {"score_threshold": 1.5},
+        {"score_threshold": True},
+        {"score_threshold": "0.5"},
     ],
     ids=[
         "top_n=0",
@@ -321,6 +345,12 @@ def test_concurrent_async_calls(case: Case) -> None:
         "top_n-float",
         "kwargs-not-dict",
         "unknown-field",
+        "fusion-unknown",
+        "fusion_k=0",
+        "fusion_weight>1",
+        "threshold>1",
+        "threshold-bool",
+        "threshold-str",
     ],
 )
 def test_bad_config_is_a_validation_error(case: Case, bad: dict[str, Any]) -> None:
@@ -348,7 +378,7 @@ def test_generic_takes_a_reranker_instance(face_name: str) -> None:
     fake = FakeReranker()
     adapter = face.generic(reranker=fake, top_n=1)
     assert _result(face, face.run(adapter, face.make(TEXTS, RETRIEVAL_SCORES), "q")) == EXPECTED[:1]
-    assert fake.calls == [("rerank", "q", TEXTS, 1)]
+    assert fake.calls == [("rerank_scores", "q", TEXTS, 1)]
     with pytest.raises(ValueError, match="registry name"):
         face.generic(reranker=FakeReranker(), model="m")
     with pytest.raises(ValidationError):
@@ -394,3 +424,68 @@ def test_adapters_naming_one_model_share_one_loaded_model(tiny_model: Any, tiny_
         for f in (llama, lc, llama)
     ]
     assert len({id(a.reranker_instance.core) for a in cross}) == 1
+
+
+# --------------------------------------------------------------------------- fusion, relevance, thresholds
+
+
+def _ranked(**kwargs: Any) -> list[tuple[str, float]]:
+    from rerank_plugins.fusion import rank_documents
+
+    return [(TEXTS[d.index], d.score) for d in rank_documents(FakeReranker(), "which?", TEXTS, **kwargs)]
+
+
+def test_rrf_fusion_with_the_input_order(case: Case, fakes: list[FakeReranker]) -> None:
+    adapter = case.build(fusion="rrf", top_n=4)
+    out = case.face.run(adapter, case.face.make(TEXTS, RETRIEVAL_SCORES), "which?")
+    expected = _ranked(fusion={"fusion": "rrf"}, top_k=4)
+    # alpha, first in the input and last for the reranker, climbs to second
+    assert _result(case.face, out) == expected and [t for t, _ in expected] == ["bravo", "alpha", "charlie", "echo"]
+    assert fakes[0].calls[0][3] == 4  # the caller's top_n still reaches the strategy
+    # the reranker's own score and relevance stay in the metadata
+    assert [case.face.metadata(o)["rerank_score"] for o in out] == [FAKE_SCORES[t] for t, _ in expected]
+    async_out = list(asyncio.run(case.face.arun(adapter, case.face.make(TEXTS, RETRIEVAL_SCORES), "which?")))
+    assert _result(case.face, async_out) == expected
+
+
+def test_interpolation_with_the_retrieval_scores(case: Case) -> None:
+    reversed_scores = list(reversed(RETRIEVAL_SCORES))  # the retriever liked echo best
+    adapter = case.build(fusion="interpolate", fusion_weight=0.5, **(case.face.retrieval_option or {}))
+    out = case.face.run(adapter, case.face.make(TEXTS, reversed_scores), "which?")
+    expected = _ranked(fusion={"fusion": "interpolate", "fusion_weight": 0.5}, retrieval_scores=reversed_scores)
+    assert _result(case.face, out) == expected and expected[0][0] == "echo"
+    # without retrieval scores the input order stands in for them
+    if case.face.retrieval_option:
+        blind = case.build(fusion="interpolate", retrieval_score_key=None)
+        got = _result(case.face, case.face.run(blind, case.face.make(TEXTS, reversed_scores), "which?"))
+        assert got == _ranked(fusion={"fusion": "interpolate"})
+
+
+def test_score_threshold_then_top_n(case: Case) -> None:
+    items = case.face.make(TEXTS, RETRIEVAL_SCORES)
+    out = case.face.run(case.build(score_threshold=0.5), items, "which?")
+    # relevance (min-max of the fake's scores): bravo 1, echo 0.75, charlie 0.5, delta 0.25, alpha 0
+    assert _result(case.face, out) == EXPECTED[:3]
+    assert all(case.face.metadata(o)["rerank_relevance"] >= 0.5 for o in out)
+    assert _result(case.face, case.face.run(case.build(score_threshold=0.5, top_n=2), items, "which?")) == EXPECTED[:2]
+    assert case.face.run(case.build(score_threshold=1.0), items, "which?")[0] is not None
+    assert len(case.face.run(case.build(score_threshold=1.0), items, "which?")) == 1
+
+
+def test_outputs_are_json_serialisable_plain_floats(case: Case) -> None:
+    import json
+
+    import numpy as np
+
+    # numpy retrieval scores (as some retrievers return them) come back as plain floats
+    items = case.face.make(TEXTS, [np.float64(s) for s in RETRIEVAL_SCORES])
+    for kwargs in ({}, {"fusion": "rrf"}, {"fusion": "interpolate", **(case.face.retrieval_option or {})}):
+        out = case.face.run(case.build(**kwargs), items, "which?")
+        for o in out:
+            md = case.face.metadata(o)
+            added = {k: md[k] for k in ("rerank_score", "rerank_relevance", case.face.score_key)}
+            assert all(type(v) is float for v in [*added.values(), case.face.score(o)]), added
+            json.dumps(added)
+            assert 0.0 <= md["rerank_relevance"] <= 1.0
+        if case.face.name == "llama_index":
+            json.dumps([case.face.metadata(o) for o in out])

@@ -140,3 +140,21 @@ def test_bad_arguments(reranker, query, documents, top_k, match):
 )
 def test_property_always_a_permutation(reranker, docs, top_k):
     assert_ranking(reranker.rerank("capital of France?", docs, top_k=top_k), len(docs), top_k)
+
+
+@pytest.mark.parametrize("fusion", ["none", "rrf", "interpolate"])
+def test_fusion_relevance_and_threshold_keep_the_contract(reranker, fusion):
+    """rank_documents (the adapters' path) on every strategy: the ranking without fusion is
+    rerank's own; with fusion a permutation; relevance in [0, 1]; the threshold keeps a subset."""
+    from rerank_plugins.fusion import rank_documents
+
+    query = "What is the capital of France?"
+    retrieval = [float(len(DOCS) - i) for i in range(len(DOCS))]
+    out = rank_documents(reranker, query, DOCS, fusion={"fusion": fusion}, retrieval_scores=retrieval)
+    assert_ranking([Hit(d.index, d.score) for d in out], len(DOCS))
+    assert all(type(d.relevance) is float and 0.0 <= d.relevance <= 1.0 for d in out)
+    if fusion == "none":
+        assert [(d.index, d.score) for d in out] == [(h.index, h.score) for h in reranker.rerank(query, DOCS)]
+    kept = rank_documents(reranker, query, DOCS, fusion={"fusion": fusion}, retrieval_scores=retrieval,
+                          score_threshold=0.5, top_k=4)
+    assert [d.index for d in kept] == [d.index for d in out if d.relevance >= 0.5][:4]

@@ -23,7 +23,7 @@ def test_describe_is_every_option_plus_the_model(name: str, tiny_core: Any) -> N
     assert options is not None and isinstance(r.options, options)
     described = r.describe()
     strategy_fields = set(options.model_fields) - set(LoadOptions.model_fields)
-    derived = {"id_style"} if name == "listwise" else set()
+    derived = {"listwise": {"id_style"}, "attention": {"head_profile", "head_count"}}.get(name, set())
     assert set(described) == {"name", "model", "dtype"} | strategy_fields | derived
     assert {k: described[k] for k in strategy_fields - derived} == {
         k: getattr(r.options, k) for k in strategy_fields - derived

@@ -34,9 +34,11 @@ def test_inside_contextual_compression_retriever(run_async: bool) -> None:
     retriever = _retriever()
     q = "red apple orchard"
     docs = asyncio.run(retriever.ainvoke(q)) if run_async else retriever.invoke(q)
+    # keyword scores of the four retrieved documents: 3 (d3), 2 (d0), 1, 0; relevance is min-max
     assert [(d.id, d.page_content, d.metadata) for d in docs] == [
-        ("d3", "red apple orchard", {"i": 3, "relevance_score": 3.0}),
-        ("d0", "red apple pie recipe", {"i": 0, "relevance_score": 2.0}),
+        ("d3", "red apple orchard", {"i": 3, "relevance_score": 3.0, "rerank_score": 3.0, "rerank_relevance": 1.0}),
+        ("d0", "red apple pie recipe",
+         {"i": 0, "relevance_score": 2.0, "rerank_score": 2.0, "rerank_relevance": pytest.approx(2 / 3)}),
     ]
 
 

@@ -108,7 +108,7 @@ def test_metadata_mode_embed_by_default_and_configurable() -> None:
 
 def test_retrieval_score_kept_out_of_llm_and_embed_text() -> None:
     out = IdentityRerank().postprocess_nodes(_nodes(), query_str="q")
-    assert out[0].node.metadata == {"title": "T0", "retrieval_score": 1.0}
+    assert out[0].node.metadata == {"title": "T0", "retrieval_score": 1.0, "rerank_score": 0.0, "rerank_relevance": 1.0}
     assert out[0].node.get_content(metadata_mode=MetadataMode.LLM) == "title: T0\n\nred apple pie"
     assert out[0].node.get_content(metadata_mode=MetadataMode.EMBED) == "title: T0\n\nred apple pie"
     # the node identity is preserved (same id, same text)
@@ -117,8 +117,9 @@ def test_retrieval_score_kept_out_of_llm_and_embed_text() -> None:
 
 def test_keep_retrieval_score_false() -> None:
     out = IdentityRerank(keep_retrieval_score=False).postprocess_nodes(_nodes(), query_str="q")
-    assert out[0].node.metadata == {"title": "T0"}
+    assert out[0].node.metadata == {"title": "T0", "rerank_score": 0.0, "rerank_relevance": 1.0}
     assert [n.score for n in out] == [0.0, -1.0, -2.0]
+    assert out[0].node.get_content(metadata_mode=MetadataMode.LLM) == "title: T0\n\nred apple pie"
 
 
 def test_class_name_per_class() -> None:
@@ -168,10 +169,10 @@ def test_async_awaits_the_reranker_coroutine() -> None:
         def score(self, query: str, documents: list[str]) -> list[float]:
             raise AssertionError("the sync path must not be used")
 
-        async def arerank(self, query: str, documents: Any, top_k: int | None = None) -> Any:
-            calls.append("arerank")
-            return BaseReranker.rerank(KeywordReranker(), query, documents, top_k)
+        async def arerank_scores(self, query: str, documents: Any, top_k: int | None = None) -> Any:
+            calls.append("arerank_scores")
+            return KeywordReranker().rerank_scores(query, documents, top_k)
 
     out = asyncio.run(RerankPluginsRerank(reranker=Async()).apostprocess_nodes(_nodes(), query_str="red apple"))
-    assert calls == ["arerank"]
+    assert calls == ["arerank_scores"]
     assert [n.node.node_id for n in out] == ["n0", "n2", "n1"]

@@ -1,11 +1,15 @@
 """LlamaIndex node postprocessors over rerank-plugins strategies.
 
 Each class converts nodes to plain strings, calls a :class:`rerank_plugins.types.Reranker`
-once, and maps the returned hits back to nodes. Scoring, batching and model loading live in
-``rerank_plugins``; the model behind a strategy comes from the shared scoring core, so two
-postprocessors naming the same model share one loaded model. A strategy's options are typed
-fields of its postprocessor (its options model is a base class); ``StrategyRerank.for_strategy``
-gives the class of any registered strategy, plugins included.
+once (through :func:`rerank_plugins.fusion.rank_documents`, with the nodes' scores as the
+retrieval scores), and maps the results back to nodes: ``node.score`` is the ranking score (the
+reranker's, or the fused one with ``fusion``), and the metadata gain ``rerank_score`` (the
+reranker's own), ``rerank_relevance`` (normalised, in [0, 1]) and ``retrieval_score`` (the
+previous node score), all kept out of the LLM and embedding text. Scoring, batching and model
+loading live in ``rerank_plugins``; the model behind a strategy comes from the shared scoring
+core, so two postprocessors naming the same model share one loaded model. A strategy's options
+are typed fields of its postprocessor (its options model is a base class);
+``StrategyRerank.for_strategy`` gives the class of any registered strategy, plugins included.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rerank_plugins.adapters import AdapterFields, NamedRerankerFields, StrategyFace
+from rerank_plugins.adapters import AdapterFields, NamedRerankerFields, StrategyFace, score_metadata
+from rerank_plugins.fusion import RankedDocument
 from rerank_plugins.rerankers.attention import AttentionOptions
 from rerank_plugins.rerankers.cross_encoder import CrossEncoderOptions
 from rerank_plugins.rerankers.listwise import ListwiseOptions
 from rerank_plugins.rerankers.pairwise import PairwiseOptions
 from rerank_plugins.rerankers.pointwise import PointwiseOptions
-from rerank_plugins.types import Hit, detached_metadata
+from rerank_plugins.types import detached_metadata
 
 __all__ = [
     "POSTPROCESSORS",
@@ -80,20 +85,26 @@ class _RerankBase(AdapterFields, BaseNodePostprocessor):
     def _texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
         return [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
 
-    def _map_back(self, nodes: Sequence[NodeWithScore], hits: list[Hit]) -> list[NodeWithScore]:
+    def _map_back(self, nodes: Sequence[NodeWithScore], ranked: list[RankedDocument]) -> list[NodeWithScore]:
         out = []
-        for hit in hits:
-            old = nodes[hit.index]
+        for doc in ranked:
+            old = nodes[doc.index]
             # Editing a returned node's (nested) metadata never reaches the caller's nodes, which
             # often belong to a docstore.
             node = old.node.model_copy(update={"metadata": detached_metadata(old.node.metadata)})
+            added: dict[str, float | None] = dict(score_metadata(doc))
             if self.keep_retrieval_score:
-                # the key stays out of the LLM and embedding text
-                node.metadata[RETRIEVAL_SCORE_KEY] = old.score
-                node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys)
-                node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys)
-            out.append(NodeWithScore(node=node, score=hit.score))
+                added[RETRIEVAL_SCORE_KEY] = None if old.score is None else float(old.score)
+            node.metadata.update(added)
+            # the scores stay out of the LLM and embedding text
+            node.excluded_llm_metadata_keys = _with(node.excluded_llm_metadata_keys, added)
+            node.excluded_embed_metadata_keys = _with(node.excluded_embed_metadata_keys, added)
+            out.append(NodeWithScore(node=node, score=doc.score))
         return out
+
+    @staticmethod
+    def _retrieval_scores(nodes: Sequence[NodeWithScore]) -> list[float | None]:
+        return [n.score for n in nodes]
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> str:
         query = self._query(query_bundle)
@@ -120,7 +131,8 @@ class _RerankBase(AdapterFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as ev:
-            new_nodes = self._map_back(nodes, self._reranker.rerank(query, self._texts(nodes), self.top_n))
+            ranked = self._rank(query, self._texts(nodes), self._retrieval_scores(nodes))
+            new_nodes = self._map_back(nodes, ranked)
             ev.on_end(payload={EventPayload.NODES: new_nodes})
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes
@@ -130,15 +142,15 @@ class _RerankBase(AdapterFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as ev:
-            hits = await self._reranker.arerank(query, self._texts(nodes), self.top_n)
-            new_nodes = self._map_back(nodes, hits)
+            ranked = await self._arank(query, self._texts(nodes), self._retrieval_scores(nodes))
+            new_nodes = self._map_back(nodes, ranked)
             ev.on_end(payload={EventPayload.NODES: new_nodes})
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes
 
 
-def _with(keys: list[str]) -> list[str]:
-    return keys if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
+def _with(keys: list[str], added: dict[str, Any]) -> list[str]:
+    return [*keys, *(k for k in added if k not in keys)]
 
 
 class RerankPluginsRerank(NamedRerankerFields, _RerankBase):
