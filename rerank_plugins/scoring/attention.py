@@ -78,7 +78,7 @@ class _StopForward(Exception):
 class _LayerPlan:
     """What one layer adds to the capture: its heads summed into ``slot``, or each head into its own slot.
 
-    ``heads`` ``None`` means every head of the layer (summed exactly as before per-head capture existed).
+    ``heads`` ``None`` means every head of the layer, summed in one operation over the head axis.
     """
 
     slot: int = 0

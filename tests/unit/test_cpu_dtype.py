@@ -204,7 +204,7 @@ def test_captured_attention_scores_are_computed_in_float32() -> None:
     q = (torch.randn(1, 4, 3, 16) * 2).to(torch.bfloat16)
     k = (torch.randn(1, 2, 10, 16) * 2).to(torch.bfloat16)
     v = torch.randn(1, 2, 10, 16).to(torch.bfloat16)
-    cap = attention._Capture([0], total=10, q_len=3, stop_after=None, per_layer=False)
+    cap = attention._Capture({0: attention._LayerPlan(slot=0)}, n_slots=1, total=10, q_len=3, stop_after=None)
     attention._active.capture = cap
     try:
         out, _ = attention._capture_attention(SimpleNamespace(layer_idx=0), q, k, v, None, scaling=0.25)
