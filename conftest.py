@@ -12,13 +12,20 @@
   subprocesses), so expected numbers do not depend on whether the machine has AMX or
   AVX512-BF16. Set ``RERANK_CPU_DTYPE=auto`` to run the suite on the machine's own choice;
   tests of bfloat16 itself ask for it explicitly.
+- A ``FutureWarning`` or ``DeprecationWarning`` caused by a call from the library's own code
+  (``rerank_plugins`` and both adapters) fails the test: a deprecated API we call would break
+  on a later release of the package that warns.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -33,6 +40,16 @@ os.environ.setdefault("RERANK_CPU_DTYPE", "float32")
 # integration conftests of both adapter packages).
 REAL_FIXTURES = frozenset({"smollm2", "smollm2_gguf", "minilm", "quality_llm", "data_dir", "scifact"})
 INTEGRATION_FOLDERS = frozenset({"integration", "integration_tests"})
+
+# The library's own modules, and frames that only pass a call on (``nn.Module.__call__``,
+# decorators, transformers' kwarg-deprecation wrapper): a deprecation warning is ours when the
+# first frame past those, from where the warning points, is one of our modules.
+OWN_MODULES = re.compile(r"(rerank_plugins|langchain_rerank_plugins|llama_index\.postprocessor\.rerank_plugins)(\.|$)")
+FORWARDING_MODULES = re.compile(
+    r"(functools|contextlib|torch\.nn\.modules\.module|torch\.utils\._contextlib|"
+    r"transformers\.utils\.(generic|deprecation|output_capturing))(\.|$)"
+)
+DEPRECATIONS = (FutureWarning, DeprecationWarning)
 
 # pytest.importorskip's reason; a skip with it means an installed extra is missing.
 _IMPORT_SKIP = re.compile(r"(Skipped: )?could not import ")
@@ -111,6 +128,44 @@ def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-
         if _IMPORT_SKIP.match(reason) or INTEGRATION_FOLDERS & set(Path(str(collector.path)).parts):
             _fail_skip(report, f"{collector.nodeid} was skipped whole")
     return report
+
+
+def caller_of(frame: FrameType | None, filename: str, lineno: int) -> str | None:
+    """The module that made the call a warning at ``filename:lineno`` points at.
+
+    Walks out from ``frame`` to the frame the warning names, then past forwarding frames.
+    """
+    while frame is not None and (frame.f_code.co_filename, frame.f_lineno) != (filename, lineno):
+        frame = frame.f_back
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if not FORWARDING_MODULES.match(module):
+            return module
+        frame = frame.f_back
+    return None
+
+
+def _fail_own_deprecations(show: Callable[..., None]) -> Callable[..., None]:
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, DEPRECATIONS):
+            caller = caller_of(sys._getframe(1), filename, lineno)
+            if caller is not None and OWN_MODULES.match(caller):
+                raise category(f"{message} (a deprecated call from {caller}: the suite fails on these)")
+        show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+    # Inside pytest's own warning capture (a tryfirst wrapper), so warnings not ours are still
+    # recorded; pytest.warns and recwarn swap in their own recorder and see every warning.
+    previous = warnings.showwarning
+    warnings.showwarning = _fail_own_deprecations(previous)
+    try:
+        return (yield)
+    finally:
+        warnings.showwarning = previous
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -82,9 +83,13 @@ def tiny_model_dir(
         >>> folder = tiny_model_dir()  # doctest: +SKIP
     """
     import torch
+    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    key = hashlib.sha1(json.dumps([arch, num_layers, seed, _CORPUS]).encode()).hexdigest()[:10]
+    # The key names the transformers version: a folder saved by one major version may not load
+    # in another (transformers 5 writes tokenizer classes that 4.x does not have).
+    settings = [arch, num_layers, seed, _CORPUS, transformers.__version__]
+    key = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
     out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-{arch}-{key}"
     with _lock:
         if (out / ".complete").exists():
@@ -151,15 +156,19 @@ def tiny_cross_encoder_dir(path: str | os.PathLike[str] | None = None, *, seed: 
     words = sorted({w for line in _CORPUS for w in re.findall(r"\w+", line.lower())})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
     vocab += [p for p in string.punctuation] + [w for w in words if w not in vocab]
-    # the key names the vocabulary, so a folder written with another one is never reused
-    key = hashlib.sha1(json.dumps(vocab).encode()).hexdigest()[:10]
+    # the key names the vocabulary and the transformers version, so a folder written with another
+    # vocabulary, or by a transformers version that saves another format, is never reused
+    key = hashlib.sha1(json.dumps([vocab, transformers.__version__]).encode()).hexdigest()[:10]
     out = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"rerank-plugins-tiny-ce-{seed}-{key}"
     with _lock:
         if (out / ".complete").exists():
             return out
         out.mkdir(parents=True, exist_ok=True)
         (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        tokenizer = transformers.BertTokenizerFast(vocab=str(out / "vocab.txt"), do_lower_case=True)  # type: ignore[attr-defined]
+        # transformers 5 takes the vocabulary as `vocab`; 4.x as `vocab_file`
+        fast = transformers.BertTokenizerFast  # type: ignore[attr-defined]
+        keyword = "vocab_file" if "vocab_file" in inspect.signature(fast.__init__).parameters else "vocab"
+        tokenizer = fast(**{keyword: str(out / "vocab.txt")}, do_lower_case=True)
         tokenizer.save_pretrained(out)
         config = BertConfig(
             vocab_size=len(vocab),

@@ -8,4 +8,4 @@ PYTHON="${PYTHON:-python}"
 "$PYTHON" -m pip install "$@" \
   -e ".[dev]" \
   -e "integrations/llama-index-postprocessor-rerank-plugins[test]" \
-  -e "integrations/langchain-rerank-plugins[test]"
+  -e "integrations/langchain-rerank-plugins[test,standard-tests]"

@@ -1,16 +1,18 @@
 """Packaging: build the three wheels, install each framework package into a fresh venv that holds
-only its framework core, torch and the rerank-plugins core, import it there and run one rerank.
+the lowest supported torch and transformers (an app's older stack), import it there and run one
+rerank; installing the wheels must leave torch and transformers as they were.
 
-Slow (a few hundred MB of dependencies) and online: marked ``slow`` and ``index``, since pip
-installs torch, the frameworks and their dependencies from the package index (pip's cache is
-reused, but pip still asks the index); ``-m "not index"`` leaves it out offline. CI runs it once.
-torch is installed first, from the pinned CPU build (``torch==2.13.0``), so the wheels'
-``torch`` requirement is already met and pip never pulls a CUDA build. torch and the core
-wheel go into one base venv, copied for each framework.
+Slow (torch alone is a few GB) and online: marked ``slow`` and ``index``, since pip installs
+torch, the frameworks and their dependencies from the package index (pip's cache is reused, but
+pip still asks the index); ``-m "not index"`` leaves it out offline. CI runs it once. The lowest
+versions are the pyproject's lower bounds (scripts/lowest_constraints.py); the package index
+has no CPU build of that torch, so the base venv holds a CUDA build. torch, transformers and the
+core wheel go into one base venv, hard-linked for each framework.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -30,7 +32,20 @@ PACKAGES = {
     "llama_index": ROOT / "integrations" / "llama-index-postprocessor-rerank-plugins",
     "langchain": ROOT / "integrations" / "langchain-rerank-plugins",
 }
-TORCH = "torch==2.13.0"
+
+
+def _lowest() -> dict[str, str]:
+    spec = importlib.util.spec_from_file_location("lowest_constraints", ROOT / "scripts" / "lowest_constraints.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bounds: dict[str, str] = module.lower_bounds()
+    return bounds
+
+
+LOWEST = _lowest()
+# What an app already has; the wheels' installs must not move these.
+STACK = {name: LOWEST[name] for name in ("torch", "transformers")}
 
 RUN_LLAMA = """
 import sys
@@ -75,8 +90,20 @@ def _run(cmd: list[str | Path], timeout: float = 900, **kw: object) -> str:
     return str(proc.stdout)
 
 
-def _pip_list(python: Path) -> set[str]:
-    return {p["name"].lower() for p in json.loads(_run([python, "-m", "pip", "list", "--format=json"]))}
+def _pip_list(python: Path) -> dict[str, str]:
+    """``{name: version}`` of what ``python``'s venv holds."""
+    listed = json.loads(_run([python, "-m", "pip", "list", "--format=json"]))
+    return {p["name"].lower(): p["version"] for p in listed}
+
+
+def _kept(before: dict[str, str], after: dict[str, str]) -> None:
+    """torch, transformers and torch's own CUDA packages are where they were."""
+    for name in STACK:
+        assert after[name].split("+")[0] == STACK[name], f"{name} moved: {before.get(name)} -> {after[name]}"
+    held = {n: v for n, v in before.items() if n in STACK or n.startswith(("nvidia-", "triton"))}
+    assert {n: after.get(n) for n in held} == held
+    added = {n for n in after.keys() - before.keys() if n.startswith(("nvidia-", "triton"))}
+    assert not added, f"the wheels pulled in {sorted(added)}"
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +119,27 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def core_venv(tmp_path_factory: pytest.TempPathFactory, wheels: dict[str, Path]) -> Path:
-    """A venv with torch and the core wheel only; copied for each framework (one install of
-    torch and of the core's dependencies instead of two)."""
+def app_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh venv with the lowest supported torch and transformers, as an app has them, and
+    what it holds."""
     venv = tmp_path_factory.mktemp("venvs") / "base"
     _run([sys.executable, "-m", "venv", venv])
     python = venv / "bin" / "python"
-    _run([python, "-m", "pip", "install", "-q", TORCH])
+    # A current pip: older ones (Python 3.11's bundled 23.2) resolve sentence-transformers before
+    # transformers and upgrade transformers for sentence-transformers' newest release.
+    _run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    _run([python, "-m", "pip", "install", "-q", *(f"{name}=={version}" for name, version in STACK.items())])
+    return venv, _pip_list(python)
+
+
+@pytest.fixture(scope="module")
+def core_venv(app_stack: tuple[Path, dict[str, str]], wheels: dict[str, Path]) -> Path:
+    """The app's venv plus the core wheel; hard-linked for each framework (one install of torch
+    and of the core's dependencies instead of two; pip replaces files, never writes into them)."""
+    venv, before = app_stack
+    python = venv / "bin" / "python"
     _run([python, "-m", "pip", "install", "-q", wheels["core"]])
+    _kept(before, _pip_list(python))
     return venv
 
 
@@ -116,14 +156,15 @@ def test_wheels_install_and_rerank_in_a_fresh_venv(
     start = time.monotonic()
     venv = core_venv.parent / face
     # a venv finds its prefix from pyvenv.cfg beside it, so a copy is a working venv (run via -m)
-    shutil.copytree(core_venv, venv, symlinks=True)
+    shutil.copytree(core_venv, venv, symlinks=True, copy_function=os.link)
     python = venv / "bin" / "python"
-    assert {"torch", "rerank-plugins"} <= _pip_list(python)
+    before = _pip_list(python)
+    assert {"torch", "transformers", "rerank-plugins"} <= before.keys()
     _run([python, "-m", "pip", "install", "-q", framework, wheels[face]])
     installed = _pip_list(python)
-    assert {framework, "rerank-plugins", wheels[face].name.split("-")[0].replace("_", "-")} <= installed
+    assert {framework, "rerank-plugins", wheels[face].name.split("-")[0].replace("_", "-")} <= installed.keys()
     assert other not in installed
-    assert "nvidia-cudnn-cu12" not in installed and "nvidia-cudnn-cu13" not in installed
+    _kept(before, installed)
     _run([python, "-m", "pip", "check"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = _run([python, "-c", textwrap.dedent(PRELUDE) + textwrap.dedent(script)], env=env, cwd=venv)

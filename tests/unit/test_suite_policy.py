@@ -1,6 +1,6 @@
 """The suite's own policy (the root conftest.py), run on small generated suites with pytester:
-the --require-real switch, the integration/slow markers, the registry restored between tests
-and the random-order seed printed under -q."""
+the --require-real switch, the integration/slow markers, the registry restored between tests,
+the random-order seed printed under -q, and deprecated calls from our modules failing."""
 
 from __future__ import annotations
 
@@ -136,3 +136,66 @@ def test_random_order_prints_its_seed_under_quiet(pytester: pytest.Pytester) -> 
     pytester.makepyfile("def test_one():\n    pass\n")
     result = pytester.runpytest_inprocess("-q", "-p", "randomly", "--randomly-seed=1234")
     result.stdout.fnmatch_lines(["test order: random, seed 1234 (reproduce: -p randomly --randomly-seed=1234)"])
+
+
+DEPRECATION_TESTS = '''
+import warnings
+
+import pytest
+import torch
+
+
+def deprecated():
+    warnings.warn("old API", FutureWarning, stacklevel=2)
+
+
+class Model(torch.nn.Module):
+    def forward(self, x):
+        warnings.warn("old keyword", FutureWarning, stacklevel=2)  # points at nn.Module.__call__
+        return x
+
+
+def own(source):
+    """A function whose module is the library's, as a deprecated call from our code."""
+    scope = {"__name__": "rerank_plugins._policy_probe", "deprecated": deprecated, "Model": Model}
+    exec(compile(f"def call():\\n    {source}\\n", "<probe>", "exec"), scope)
+    return scope["call"]
+
+
+def test_our_direct_call_fails():
+    own("deprecated()")()
+
+
+def test_our_call_through_a_module_forward_fails():
+    own("Model()(1)")()
+
+
+def test_a_call_from_elsewhere_only_warns():
+    deprecated()
+    Model()(1)
+
+
+def test_pytest_warns_still_sees_ours():
+    with pytest.warns(FutureWarning, match="old API"):
+        own("deprecated()")()
+'''
+
+
+def test_deprecated_calls_from_our_modules_fail(pytester: pytest.Pytester) -> None:
+    import torch  # noqa: F401  (loaded here: an in-process run cannot load numpy's C module again)
+
+    pytester.makeconftest(ROOT_CONFTEST.read_text(encoding="utf-8"))
+    pytester.makeini(INI)
+    pytester.makepyfile(test_deprecations=DEPRECATION_TESTS)
+    result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider", "-rfE")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E * FutureWarning: old API (a deprecated call from rerank_plugins._policy_probe*",
+            "E * FutureWarning: old keyword (a deprecated call from rerank_plugins._policy_probe*",
+            "*test_a_call_from_elsewhere_only_warns*",
+            "*FutureWarning: old API",
+            "FAILED test_deprecations.py::test_our_direct_call_fails*",
+            "FAILED test_deprecations.py::test_our_call_through_a_module_forward_fails*",
+        ]
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("faiss")
-pytest.importorskip("langchain_tests", reason="pip install langchain-rerank-plugins[test]")
+pytest.importorskip("langchain_tests", reason="pip install langchain-rerank-plugins[standard-tests]")
 
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.retrievers import BaseRetriever
