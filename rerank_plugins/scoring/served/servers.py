@@ -239,6 +239,11 @@ class OpenAIServer(Server):
             **self._force(token),
         )
         _, sampled, value = parse_top_logprobs(choice, self.strings)
+        if sampled is None:
+            raise ServedModelError(
+                f"{self.client.base_url}/v1/completions: cannot tell which token the server produced when forcing "
+                f"token {token}: it names tokens by their text, and that text is missing or shared by several tokens"
+            )
         if sampled != token or value is None:
             raise ServedModelError(
                 f"{self.client.base_url}/v1/completions: forcing token {token} with {self.force_field} "
@@ -276,21 +281,22 @@ class OpenAIServer(Server):
         if len(ranked) < 2:
             return "the server returns only one log-probability per position"
         second = ranked[1]
+        errors = []
         for field_name in dict.fromkeys((self.force_field, "logit_bias", "allowed_token_ids")):
             self.force_field = field_name
             try:
                 forced = await self._forced(prompt, second)
             except ServedModelError as exc:
-                error = str(exc)
+                errors.append(f"{field_name}: {exc}")
                 continue
             if abs(forced - top[second]) <= max(0.05, 0.01 * abs(top[second])):
                 self.settings = {"method": f"top-{self.cap} log-probabilities, then one request per missing candidate "
                                  f"forced with {field_name}", "logprob_cap": self.cap, "force": field_name}
                 return None
-            error = (f"forcing token {second} with {field_name} reports log-probability {forced:.3f}, not its "
-                     f"unforced {top[second]:.3f} (log-probabilities after the bias); candidates outside the top "
-                     f"{self.cap} would get made-up values")
-        return error
+            errors.append(f"{field_name}: forcing token {second} reports log-probability {forced:.3f}, not its "
+                          f"unforced {top[second]:.3f} (log-probabilities after the bias), so candidates outside the "
+                          f"top {self.cap} would get made-up values")
+        return "; ".join(errors)
 
 
 # --------------------------------------------------------------------------- vLLM
