@@ -226,7 +226,8 @@ class ServedModel:
         self.max_length: int = max_length or reported or 4096
         if max_length and reported and max_length > reported:
             raise ValueError(f"max_length={max_length} exceeds the server's context of {reported} tokens")
-        self.name = f"{self.root}/v1#{parsed.tokenizer or tok_source}"
+        chosen = f"?model={opts['model']}" if "model" in opts else ""
+        self.name = f"{self.root}/v1{chosen}#{parsed.tokenizer or tok_source}"
         if self._logits_reason:
             logger.warning("%s: no chosen-token log-probabilities: %s", self.root, self._logits_reason)
 
@@ -405,7 +406,7 @@ class ServedModel:
         normalises over the candidates), which every strategy cancels. A failed request fails
         the call (:class:`ServedModelError`); no row is dropped or filled in.
         """
-        return self.client.run(self.anext_token_logits(prompts, token_ids, prefix=prefix, _on_loop=True))
+        return self.client.run(self._next_token_logits(prompts, token_ids, prefix))
 
     async def anext_token_logits(
         self,
@@ -413,11 +414,16 @@ class ServedModel:
         token_ids: Sequence[int] | Sequence[Sequence[int]],
         *,
         prefix: Sequence[int] | None = None,
-        _on_loop: bool = False,
     ) -> torch.Tensor:
-        """Async :meth:`next_token_logits` (awaitable from any event loop)."""
-        if not _on_loop:
-            return await self.client.wrap(self.anext_token_logits(prompts, token_ids, prefix=prefix, _on_loop=True))
+        """Async :meth:`next_token_logits`, awaitable from any event loop (the requests run on the client's)."""
+        return await self.client.wrap(self._next_token_logits(prompts, token_ids, prefix))
+
+    async def _next_token_logits(
+        self,
+        prompts: Sequence[Sequence[int]],
+        token_ids: Sequence[int] | Sequence[Sequence[int]],
+        prefix: Sequence[int] | None,
+    ) -> torch.Tensor:
         rows, per_row = self._logits_rows(prompts, token_ids, prefix)
         if not rows:
             return torch.empty(0, 0)
@@ -491,14 +497,13 @@ class ServedModel:
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64) -> list[str]:
         """Greedy continuations (decoded here, special tokens skipped), one concurrent request per prompt."""
-        return self.client.run(self.agenerate(prompts, max_new_tokens, _on_loop=True))
+        return self.client.run(self._generate(prompts, max_new_tokens))
 
-    async def agenerate(
-        self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, *, _on_loop: bool = False
-    ) -> list[str]:
-        """Async :meth:`generate` (awaitable from any event loop)."""
-        if not _on_loop:
-            return await self.client.wrap(self.agenerate(prompts, max_new_tokens, _on_loop=True))
+    async def agenerate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64) -> list[str]:
+        """Async :meth:`generate`, awaitable from any event loop (the requests run on the client's)."""
+        return await self.client.wrap(self._generate(prompts, max_new_tokens))
+
+    async def _generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         rows = [list(map(int, p)) for p in prompts]
