@@ -151,8 +151,11 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
                          "first-stage and identity always run. Names: identity, pointwise, cross-encoder, "
                          "listwise, pairwise, attention, and any registered through entry points")
     rr.add_argument("--model", metavar="PATH",
-                    help="model (hub id, folder or .gguf) passed as model= to every method that takes one; "
-                         "also times the bare-forward reference")
+                    help="model (hub id, folder, .gguf, or a served model http://HOST:PORT/v1#TOKENIZER) passed "
+                         "as model= to every method that takes one; also times the bare-forward reference")
+    rr.add_argument("--in-flight", type=_positive_int, default=1, metavar="N",
+                    help="queries each method reranks at once (threads); s/q is then each query's latency under "
+                         "that load, and the report adds wall seconds per query (default: %(default)s)")
     rr.add_argument("--device", help="device passed to methods that take one (default: CUDA if present, else CPU)")
     rr.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                     help="dtype passed to methods that take one (default auto: bf16 on GPU and on CPUs with AMX or "
@@ -230,7 +233,7 @@ def _bench_run(args: argparse.Namespace) -> int:
             measures=measures, rel_level=args.rel_level, bare_forward=args.bare_forward,
             bare_forward_queries=args.bare_forward_queries, bare_forward_model=args.model,
             doc_max_tokens=args.doc_max_tokens, fresh=args.fresh, progress=args.progress, plot=args.plot,
-            command=command,
+            command=command, in_flight=args.in_flight,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: results so far are in {out / 'results.json'}; rerun the same command to resume",

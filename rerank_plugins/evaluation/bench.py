@@ -290,6 +290,7 @@ def run_benchmark(
     progress: bool | None = None,
     plot: bool = True,
     command: str | None = None,
+    in_flight: int = 1,
 ) -> BenchResult:
     """Rerank the first ``depth`` candidates of each query with every method and measure it.
 
@@ -313,6 +314,9 @@ def run_benchmark(
         progress: tqdm bars; None shows them only on a terminal.
         plot: write the nDCG@10-vs-seconds PNG (needs matplotlib).
         command: the command line, recorded in the results.
+        in_flight: queries each method reranks at once (threads). Above 1, each query's seconds
+            are its latency under that load, the table adds wall seconds per query (throughput),
+            and the backend's counters (forward passes, tokens) are not split per query.
 
     Returns:
         A :class:`BenchResult`.
@@ -331,6 +335,8 @@ def run_benchmark(
     if bare_forward_queries is not None and bare_forward_queries < 1:
         raise ValueError(f"bare_forward_queries must be a positive int or None, got {bare_forward_queries!r}")
     measure_names(measures, rel_level)  # fail early on a bad measure name
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        raise ValueError(f"in_flight must be a positive int, got {in_flight!r}")
 
     specs = _all_specs(methods)
     judged = [q for q in queries if q.qid in qrels]
@@ -360,6 +366,7 @@ def run_benchmark(
         "doc_max_tokens": doc_max_tokens,
         "machine": here,
         "command": command,
+        "in_flight": in_flight,
     }
     data["updated"] = now()
 
@@ -368,7 +375,7 @@ def run_benchmark(
         with RssSampler() as sampler:
             _run_first_stage(data, selected)
             cores = _run_methods(data, specs, selected, depth, sampler, saver, progress,
-                                 bare_forward, bare_forward_queries, bare_forward_model, doc_max_tokens)
+                                 bare_forward, bare_forward_queries, bare_forward_model, doc_max_tokens, in_flight)
             del cores
     finally:
         saver.save(force=True)
@@ -462,6 +469,7 @@ def _run_methods(
     bare_forward_queries: int | None,
     bare_forward_model: str | None,
     doc_max_tokens: int | None,
+    in_flight: int = 1,
 ) -> list[Any]:
 
     cores: list[Any] = []
@@ -502,16 +510,38 @@ def _run_methods(
         first = queries[0]
         reranker.rerank(first.query, [c.text for c in first.candidates[: min(2, depth)]])
         with _bar(len(queries), len(queries) - len(todo), spec.label, progress) as bar:
-            for q in todo:
-                entry["records"][q.qid] = _measure(reranker, core, q, depth, sampler)
-                saver.save()
-                bar.update(1)
+            if in_flight == 1:
+                for q in todo:
+                    entry["records"][q.qid] = _measure(reranker, core, q, depth, sampler)
+                    saver.save()
+                    bar.update(1)
+            else:
+                _measure_in_flight(entry, reranker, todo, depth, sampler, saver, bar, in_flight)
 
     if bare_forward and not cores and bare_forward_model:
         from rerank_plugins.scoring import get_core
 
         reference(get_core(bare_forward_model), bare_forward_model)
     return cores
+
+
+def _measure_in_flight(
+    entry: dict[str, Any], reranker: Any, todo: Sequence[RerankQuery], depth: int, sampler: _RssSampler,
+    saver: _Saver, bar: Any, in_flight: int,
+) -> None:
+    """Rerank ``todo`` with ``in_flight`` queries at once; adds the wall time to the method's entry."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="bench-query") as pool:
+        futures = {pool.submit(_measure, reranker, None, q, depth, sampler): q for q in todo}
+        for future in as_completed(futures):
+            entry["records"][futures[future].qid] = future.result()
+            saver.save()
+            bar.update(1)
+    entry["in_flight"] = in_flight
+    entry["wall_seconds"] = entry.get("wall_seconds", 0.0) + time.perf_counter() - t0
+    entry["wall_queries"] = entry.get("wall_queries", 0) + len(todo)
 
 
 def _bare_label(i: int) -> str:
@@ -543,7 +573,8 @@ def _measure(reranker: Any, core: Any, q: RerankQuery, depth: int, sampler: RssS
         "seconds": seconds,
         "ranking": [top[i].docid for i in order] + [c.docid for c in q.candidates[depth:]],
         "scores": [float(h.score) for h in hits],
-        **{k: after[k] - before[k] for k in _STAT_KEYS},
+        # core None: queries run at once and the backend's counters cannot be split between them
+        **({k: after[k] - before[k] for k in _STAT_KEYS} if core is not None else {}),
         "rss_peak_bytes": sampler.take(),
         "load_1min": load_1min(),
     }
@@ -650,6 +681,9 @@ def summarize(
         if cuda:
             row["cuda_peak_mb"] = max(cuda) / 2**20
         extra_keys = sorted({k for r in recs.values() for k in r.get("extra", {})})
+        if entry.get("wall_queries"):
+            row["in_flight"] = entry.get("in_flight")
+            row["wall_s_per_q"] = entry["wall_seconds"] / entry["wall_queries"]
         if extra_keys:
             row["extra_per_q"] = {
                 k: statistics.fmean([r["extra"][k] for r in recs.values() if k in r.get("extra", {})])
@@ -725,6 +759,11 @@ def render_markdown(
     cpus = (cfg.get("machine") or {}).get("cpus")
     lines += ["", f"load: mean 1-minute load average of the machine ({cpus} CPUs) while the method ran; "
               "above the CPU count, other work competed for the cores and the times are inflated."]
+    flights = [r for r in summary if r.get("wall_s_per_q") is not None]
+    if flights:
+        lines += ["", f"{cfg.get('in_flight')} queries in flight: s/q above is each query's latency under that "
+                  "load; wall seconds per query (throughput): "
+                  + ", ".join(f"{r['label']} {_fmt_seconds(r['wall_s_per_q'])}" for r in flights) + "."]
     refs = [r for r in summary if r["kind"] == "reference"]
     if refs:
         lines += ["", "Bare forward: one forward pass over one prompt holding the query and all reranked "

@@ -36,6 +36,7 @@ from rerank_plugins.scoring import attention as _attention
 from rerank_plugins.scoring.model import LoadedModel, check_bool, kv_cache_kwargs, load_model, returned_cache
 from rerank_plugins.scoring.prompts import ChatPrompts, Document, EncodedPrompt
 from rerank_plugins.scoring.protocol import is_backend
+from rerank_plugins.scoring.served.backend import is_served_name
 from rerank_plugins.scoring.stats import CoreStats
 
 __all__ = ["CoreStats", "Document", "EncodedPrompt", "ScoringCore", "clear_cores", "get_core"]
@@ -449,10 +450,12 @@ _cores_lock = threading.Lock()
 def clear_cores() -> None:
     """Forget every core and loaded model (for tests and long-lived apps swapping models)."""
     from rerank_plugins.scoring.model import clear_cache
+    from rerank_plugins.scoring.served import clear_served
 
     with _cores_lock:
         _cores.clear()
     clear_cache()
+    clear_served()
 
 
 def get_core(
@@ -468,6 +471,9 @@ def get_core(
 ) -> ScoringCore:
     """The process-wide :class:`ScoringCore` for a model (loaded once, then shared); a backend passes through.
 
+    A URL (``http://host:port/v1#<tokenizer>``) gives the shared
+    :class:`~rerank_plugins.scoring.served.ServedModel` for that server instead.
+
     Example:
         >>> core = get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
         >>> core is get_core("path/to/SmolLM2-135M-Instruct")  # doctest: +SKIP
@@ -476,6 +482,18 @@ def get_core(
     check_bool("trust_remote_code", trust_remote_code)  # also for a ready core: a string here is a caller bug
     if isinstance(model, ScoringCore) or is_backend(model):
         return model  # type: ignore[return-value]  # a ready backend of any kind is used as it is
+    if isinstance(model, str) and is_served_name(model):
+        # A URL names a model served over HTTP: the shared served backend for it (scoring.served).
+        local = {"device": device, "dtype": dtype, "attn_implementation": attn_implementation,
+                 "gpu_memory_fraction": gpu_memory_fraction}
+        given = sorted(k for k, v in local.items() if v is not None)
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} apply to a model loaded in this process, not to the served model {model!r}"
+            )
+        from rerank_plugins.scoring.served import get_served
+
+        return get_served(model, tokenizer=tokenizer, trust_remote_code=trust_remote_code)  # type: ignore[return-value]
     loaded = load_model(
         model,
         device=device,
