@@ -526,7 +526,7 @@ def _run_methods(
 
 
 def _measure_in_flight(
-    entry: dict[str, Any], reranker: Any, todo: Sequence[RerankQuery], depth: int, sampler: _RssSampler,
+    entry: dict[str, Any], reranker: Any, todo: Sequence[RerankQuery], depth: int, sampler: RssSampler,
     saver: _Saver, bar: Any, in_flight: int,
 ) -> None:
     """Rerank ``todo`` with ``in_flight`` queries at once; adds the wall time to the method's entry."""
