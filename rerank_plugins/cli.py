@@ -637,7 +637,7 @@ def _selection_queries(args: argparse.Namespace) -> tuple[str, list, dict, str]:
 
 
 def _select_heads_run(args: argparse.Namespace) -> int:
-    from rerank_plugins.rerankers.heads import JudgedQuery, select_heads
+    from rerank_plugins.rerankers.head_selection import JudgedQuery, select_heads
     from rerank_plugins.scoring import get_core
 
     if args.beir and not (args.run or args.dense):

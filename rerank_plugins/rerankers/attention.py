@@ -452,7 +452,7 @@ class AttentionReranker(ModelReranker):
         """Each (layer, head)'s document scores for one prompt holding every document.
 
         The prompt, calibration and outlier rule are those of :meth:`rerank`, applied to each
-        head alone. Used by :func:`~rerank_plugins.rerankers.heads.select_heads`.
+        head alone. Used by :func:`~rerank_plugins.rerankers.head_selection.select_heads`.
 
         Returns:
             ``[pairs, len(documents)]`` per-head scores (every head of the chosen layers,

@@ -14,17 +14,14 @@ import torch
 from rerank_plugins.options import OptionsError
 from rerank_plugins.rerankers import heads as heads_module
 from rerank_plugins.rerankers.attention import AttentionOptions, AttentionReranker
+from rerank_plugins.rerankers.head_selection import JudgedQuery, mean_relevant_rank, ndcg_at_k, select_heads
 from rerank_plugins.rerankers.heads import (
     PROFILE_FORMAT,
     HeadProfile,
     HeadScore,
-    JudgedQuery,
     backend_identity,
     find_profile,
     identity_matches,
-    mean_relevant_rank,
-    ndcg_at_k,
-    select_heads,
 )
 from rerank_plugins.scoring import get_core
 
