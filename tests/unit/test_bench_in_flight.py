@@ -18,14 +18,15 @@ class _Overlapping(KeywordReranker):
     peak = 0
     lock = threading.Lock()
 
-    def rerank(self, query, documents, top_k=None):  # type: ignore[no-untyped-def]
+    def rerank_with_stats(self, query, documents, top_k=None):  # type: ignore[no-untyped-def]
+        # the bench's entry point (it records the call's statistics)
         cls = type(self)
         with cls.lock:
             cls.active += 1
             cls.peak = max(cls.peak, cls.active)
         time.sleep(0.05)
         try:
-            return super().rerank(query, documents, top_k)
+            return super().rerank_with_stats(query, documents, top_k)
         finally:
             with cls.lock:
                 cls.active -= 1
