@@ -134,7 +134,9 @@ class SentenceTransformerEmbedder:
     @property
     def dtype(self) -> str:
         """The weights' dtype, e.g. ``"bfloat16"``."""
-        return str(self.model.dtype).removeprefix("torch.")
+        from rerank_plugins.scoring.model import weights_dtype
+
+        return str(weights_dtype(self.model)).removeprefix("torch.")
 
     def _encode(self, method: str, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
         # Tokenizers raise TypeError on lone surrogates.

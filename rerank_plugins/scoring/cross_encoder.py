@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rerank_plugins.scoring.core import CoreStats
-from rerank_plugins.scoring.model import load_cross_encoder
+from rerank_plugins.scoring.model import load_cross_encoder, weights_dtype
 from rerank_plugins.text import clean_text
 
 __all__ = ["CrossEncoderCore", "get_cross_encoder_core"]
@@ -39,7 +39,9 @@ class CrossEncoderCore:
         self.name = name
         self.stats = CoreStats()
         # sentence-transformers applies the model's activation (Sigmoid by default for one label)
-        activation = type(getattr(encoder, "activation_fn", None)).__name__
+        # (sentence-transformers before 4 names it default_activation_function)
+        fn = getattr(encoder, "activation_fn", None) or getattr(encoder, "default_activation_function", None)
+        activation = type(fn).__name__
         #: whether pair_scores are already probabilities (the encoder ends in a sigmoid or softmax)
         self.probabilities = activation in ("Sigmoid", "Softmax")
 
@@ -68,7 +70,7 @@ class CrossEncoderCore:
             "backend": "sentence-transformers",
             "model": self.name,
             "device": str(self.encoder.device),
-            "dtype": str(self.encoder.dtype).removeprefix("torch."),
+            "dtype": str(weights_dtype(self.encoder)).removeprefix("torch."),
         }
 
     def __repr__(self) -> str:

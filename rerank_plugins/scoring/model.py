@@ -41,6 +41,7 @@ __all__ = [
     "loading",
     "resolve_device",
     "resolve_dtype",
+    "weights_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -424,14 +425,18 @@ def load_cross_encoder(
     def load() -> Any:
         global _loads
         start = time.perf_counter()
+        # sentence-transformers before 4 has no `model_kwargs` on CrossEncoder: load, then cast
+        takes_kwargs = "model_kwargs" in inspect.signature(CrossEncoder.__init__).parameters
         with loading("cross-encoder", text):
             ce = CrossEncoder(
                 text,
                 device=str(dev),
                 max_length=max_length,
                 trust_remote_code=trust_remote_code,
-                model_kwargs={"dtype": dt},
+                **({"model_kwargs": {"dtype": dt}} if takes_kwargs else {}),
             )
+            if not takes_kwargs and dt != torch.float32:
+                ce.model.to(dt)
         if dt != torch.float32:
             keep_head_float32(ce)
         # Query and document text is data: "[SEP]" inside it must not become the separator token.
@@ -443,6 +448,13 @@ def load_cross_encoder(
     return _load_once(key, load)
 
 
+def weights_dtype(module: Any) -> torch.dtype:
+    """The dtype of a model's first parameter (older sentence-transformers objects have no ``.dtype``;
+    their ``CrossEncoder`` is not a torch module but holds one as ``.model``)."""
+    torch_module = module if hasattr(module, "parameters") else module.model
+    return next(iter(torch_module.parameters())).dtype
+
+
 def keep_head_float32(ce: Any) -> str | None:
     """Make a ``CrossEncoder``'s output layer compute in float32; return its module path.
 
@@ -452,14 +464,17 @@ def keep_head_float32(ce: Any) -> str | None:
     (logged) when no such layer is found or this sentence-transformers lacks the method.
     """
     setter = getattr(ce, "set_keep_in_fp32_modules", None)
+    if setter is None:  # sentence-transformers before 6
+        logger.info("cross-encoder scores stay in %s: no float32 output layer could be set", weights_dtype(ce))
+        return None
     labels = getattr(getattr(ce, "config", None), "num_labels", None)
     heads = [
         name
         for name, module in ce.named_modules()
         if type(module) is torch.nn.Linear and (labels is None or module.out_features == labels)
     ]
-    if setter is None or not heads:
-        logger.info("cross-encoder scores stay in %s: no float32 output layer could be set", ce.dtype)
+    if not heads:
+        logger.info("cross-encoder scores stay in %s: no float32 output layer could be set", weights_dtype(ce))
         return None
     setter([heads[-1]])
     return heads[-1]
