@@ -70,7 +70,7 @@ def test_cross_encoder_on_minilm_folder(minilm):
     raw = load_cross_encoder(minilm, max_length=512).predict([(QUERY, d) for d in DOCS])
     assert [h.index for h in hits] == sorted(range(4), key=lambda i: (-float(raw[i]), i))
     assert [h.score for h in hits] == pytest.approx(sorted((float(x) for x in raw), reverse=True), abs=1e-5)
-    assert registry.create("cross-encoder", model=str(minilm)).encoder is r.encoder
+    assert registry.create("cross-encoder", model=str(minilm)).core is r.core
 
 
 # ------------------------------------------------- text never becomes control tokens (real tokenizers)
