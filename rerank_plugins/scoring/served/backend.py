@@ -168,7 +168,7 @@ class ServedModel:
         served_model: str | None = None,
         api: str = "auto",
         api_key: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = 600.0,
         max_in_flight: int = 32,
         max_retries: int = 3,
         max_length: int | None = None,
