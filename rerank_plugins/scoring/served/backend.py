@@ -168,7 +168,7 @@ class ServedModel:
         served_model: str | None = None,
         api: str = "auto",
         api_key: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = 600.0,
         max_in_flight: int = 32,
         max_retries: int = 3,
         max_length: int | None = None,
@@ -304,7 +304,7 @@ class ServedModel:
         """Decoded text of every token -> ids (to read servers that name tokens only by their text)."""
         table: dict[str, list[int]] = {}
         for tid in range(self.vocab_size):
-            table.setdefault(self.tokenizer.decode([tid]), []).append(tid)
+            table.setdefault(str(self.tokenizer.decode([tid])), []).append(tid)
         return table
 
     async def _check_tokenizer(self, server: Server) -> None:
@@ -524,7 +524,7 @@ class ServedModel:
                     ) from exc
                 if ids is not None:
                     ids = ids[:max_new_tokens]
-                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                    text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
                 new = len(ids) if ids is not None else len(self.prompts.tokenize(text))
                 self.stats.add(forward_passes=max(new, 1), prompt_tokens=len(rows[i]), generated_tokens=new, requests=1)
                 return text

@@ -69,7 +69,7 @@ class HttpClient:
         base_url: str,
         *,
         api_key: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = 600.0,
         max_in_flight: int = 32,
         max_retries: int = 3,
         backoff: float = 0.5,

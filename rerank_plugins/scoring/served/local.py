@@ -167,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.until_stdin_closes:
-        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+        def wait_for_eof() -> None:
+            sys.stdin.read()
+            stop.set()
+
+        threading.Thread(target=wait_for_eof, daemon=True).start()
     try:
         while not stop.wait(0.5):
             pass
