@@ -37,6 +37,7 @@ class FakeServer:
         self.fail_status = 503
         self.fail_all: int | None = None  # every scoring request answers this status
         self.requests = 0
+        self.active = 0  # requests being handled (delay and model included)
         self.in_flight = 0
         self.max_in_flight = 0
         self.headers: list[dict[str, str]] = []
@@ -65,14 +66,25 @@ class FakeServer:
                 self._send(status, payload)
 
             def do_POST(self) -> None:
-                fake.headers.append(dict(self.headers))
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                fake.bodies.append(body)
-                status, payload = fake.post(self.path, body)
-                self._send(status, payload)
+                with fake._lock:
+                    fake.active += 1
+                try:
+                    fake.headers.append(dict(self.headers))
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                    fake.bodies.append(body)
+                    status, payload = fake.post(self.path, body)
+                    self._send(status, payload)
+                finally:
+                    with fake._lock:
+                        fake.active -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that gave up (the timeout test) closed the socket before the answer
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -84,8 +96,14 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.delay = 0.0
         self.httpd.shutdown()
         self.httpd.server_close()
+        # Let handlers still running (a request whose client timed out) finish their torch work:
+        # a daemon thread inside torch when the interpreter exits aborts the process.
+        deadline = time.monotonic() + 30
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ the model
     def full(self, ids: list[int]) -> torch.Tensor:
