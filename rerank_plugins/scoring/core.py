@@ -35,7 +35,7 @@ import torch
 from rerank_plugins.scoring import attention as _attention
 from rerank_plugins.scoring.model import LoadedModel, check_bool, kv_cache_kwargs, load_model, returned_cache
 from rerank_plugins.scoring.prompts import ChatPrompts, Document, EncodedPrompt
-from rerank_plugins.scoring.protocol import is_backend
+from rerank_plugins.scoring.protocol import checked_logits_request, is_backend
 from rerank_plugins.scoring.served.backend import is_served_name
 from rerank_plugins.scoring.stats import CoreStats
 
@@ -164,26 +164,10 @@ class ScoringCore(ChatPrompts):
         Returns:
             float32 CPU tensor ``[len(prompts), K]``.
         """
-        rows = [list(map(int, p)) for p in prompts]
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        rows, per_row = checked_logits_request(prompts, token_ids, prefix, vocab)
         if not rows:
             return torch.empty(0, 0)
-        if any(not r for r in rows):
-            if prefix is None:
-                raise ValueError("prompts must not be empty token lists")
-            # an empty row has no last position of its own (batched, it would read padding)
-            raise ValueError("prompts: a prompt continuing a prefix must add at least one token")
-        if token_ids and isinstance(token_ids[0], (list, tuple)):
-            per_row = [list(map(int, t)) for t in token_ids]  # type: ignore[arg-type]
-            if len(per_row) != len(rows) or len({len(t) for t in per_row}) != 1:
-                raise ValueError("token_ids per row must give one equal-length list per prompt")
-        else:
-            shared = [int(t) for t in token_ids]  # type: ignore[arg-type]
-            if not shared:
-                raise ValueError("token_ids must not be empty")
-            per_row = [shared] * len(rows)
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        if any(not 0 <= t < vocab for ids in per_row for t in ids):
-            raise ValueError(f"token_ids must be in [0, {vocab})")
         pre = tuple(map(int, prefix)) if prefix is not None else None
         for r in rows:
             self._check_length(len(r) + (len(pre) if pre else 0))

@@ -63,6 +63,7 @@ __all__ = [
     "Capability",
     "MissingPrimitiveError",
     "ScoringBackend",
+    "checked_logits_request",
     "is_backend",
     "require",
 ]
@@ -182,3 +183,36 @@ def require(backend: object, *capabilities: Capability, strategy: str) -> None:
         reason = getattr(backend, "missing_reason", None)
         detail = reason(cap) if callable(reason) else None
         raise MissingPrimitiveError(f"{message}: {detail}" if detail else message)
+
+
+def checked_logits_request(
+    prompts: Sequence[Sequence[int]],
+    token_ids: Sequence[int] | Sequence[Sequence[int]],
+    prefix: Sequence[int] | None,
+    vocab_size: int,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """``next_token_logits``'s arguments checked for any backend: (rows, candidate ids per row).
+
+    ``token_ids`` is one list shared by every row or one equal-length list per row; every id must
+    be in ``[0, vocab_size)``. No rows gives ``([], [])``.
+    """
+    rows = [list(map(int, p)) for p in prompts]
+    if not rows:
+        return [], []
+    if any(not r for r in rows):
+        if prefix is None:
+            raise ValueError("prompts must not be empty token lists")
+        # an empty row has no last position of its own (batched, it would read padding)
+        raise ValueError("prompts: a prompt continuing a prefix must add at least one token")
+    if token_ids and isinstance(token_ids[0], (list, tuple)):
+        per_row = [list(map(int, t)) for t in token_ids]  # type: ignore[arg-type]
+        if len(per_row) != len(rows) or len({len(t) for t in per_row}) != 1:
+            raise ValueError("token_ids per row must give one equal-length list per prompt")
+    else:
+        shared = [int(t) for t in token_ids]  # type: ignore[arg-type]
+        if not shared:
+            raise ValueError("token_ids must not be empty")
+        per_row = [shared] * len(rows)
+    if any(not 0 <= t < vocab_size for ids in per_row for t in ids):
+        raise ValueError(f"token_ids must be in [0, {vocab_size})")
+    return rows, per_row

@@ -30,6 +30,7 @@ import torch
 
 from rerank_plugins.scoring.model import check_bool, loading
 from rerank_plugins.scoring.prompts import ChatPrompts, Document, EncodedPrompt
+from rerank_plugins.scoring.protocol import checked_logits_request
 from rerank_plugins.scoring.served.client import HttpClient, ServedModelError, gather_all
 from rerank_plugins.scoring.served.servers import KINDS, Counts, Probe, Server, owned_by_kind, server_class
 from rerank_plugins.scoring.stats import CoreStats
@@ -460,24 +461,9 @@ class ServedModel:
     ) -> tuple[list[list[int]], list[list[int]]]:
         if not self.capabilities >= {"logits"}:
             raise ServedModelError(str(self.missing_reason("logits")))
-        rows = [list(map(int, p)) for p in prompts]
+        rows, per_row = checked_logits_request(prompts, token_ids, prefix, self.vocab_size)
         if not rows:
             return [], []
-        if any(not r for r in rows):
-            if prefix is None:
-                raise ValueError("prompts must not be empty token lists")
-            raise ValueError("prompts: a prompt continuing a prefix must add at least one token")
-        if token_ids and isinstance(token_ids[0], (list, tuple)):
-            per_row = [list(map(int, t)) for t in token_ids]  # type: ignore[arg-type]
-            if len(per_row) != len(rows) or len({len(t) for t in per_row}) != 1:
-                raise ValueError("token_ids per row must give one equal-length list per prompt")
-        else:
-            shared = [int(t) for t in token_ids]  # type: ignore[arg-type]
-            if not shared:
-                raise ValueError("token_ids must not be empty")
-            per_row = [shared] * len(rows)
-        if any(not 0 <= t < self.vocab_size for ids in per_row for t in ids):
-            raise ValueError(f"token_ids must be in [0, {self.vocab_size})")
         pre = [int(t) for t in prefix] if prefix is not None else []
         rows = [pre + r for r in rows]
         for r in rows:
