@@ -734,9 +734,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     level = {0: logging.WARNING, 1: logging.INFO}.get(getattr(args, "verbose", 0), logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A served model's failures (dead server, timeout) are the user's to fix, like a missing file:
+    # one line naming the server, not a traceback.
+    from rerank_plugins.scoring.served.client import ServedModelError
+
     try:
         return int(args._run(args))
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError, ServedModelError) as e:
         print(f"rerank-plugins {args.command}: error: {e}", file=sys.stderr)
         return 1
 

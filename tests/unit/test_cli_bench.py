@@ -149,3 +149,19 @@ def test_bench_beir_and_multihop_inputs_without_a_model(tmp_path: Path, capsys: 
     assert data["methods"]["first-stage"]["records"]["h1"]["ranking"] == ["h1/0", "h1/1"]
     assert "| first-stage | 1 | 0.6309 | 0.5000 | 1.0000 |" in capsys.readouterr().out
     assert not (out / "ndcg_vs_seconds.png").exists()
+
+
+def test_bench_with_a_dead_server_exits_1_naming_it(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("httpx")
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once the socket closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cand, qrels = write_fixture(tmp_path)
+    served = f"http://127.0.0.1:{port}/v1?max_retries=0#{tiny_model}"
+    argv = ["bench", "--candidates", str(cand), "--qrels", str(qrels), "--method", "pointwise", "--model", served]
+    assert main([*argv, "--no-progress", "--no-plot", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rerank-plugins bench: error: ") and f"127.0.0.1:{port}" in err
+    assert "Traceback" not in err
