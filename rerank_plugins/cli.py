@@ -73,7 +73,9 @@ method specs:
   spec sets its own.
   fusion=rrf|interpolate (with fusion_k=60, fusion_weight=0.5) fuses the method's ranking with
   the first stage (rerank_plugins.fusion; interpolation uses the run's scores), e.g.
-  "attention:fusion=rrf,label=icr-rrf"; heads=PATH|none|auto picks the attention heads.
+  "attention:fusion=rrf,label=icr-rrf"; a fused method whose unfused twin (same options) is
+  in the same results is computed from the twin's recorded scores, without running the model.
+  heads=PATH|none|auto picks the attention heads.
 
 examples:
   # TREC DL19, BM25 top-20 reranked by the pointwise strategy (BENCHMARKS.md)

@@ -61,6 +61,7 @@ __all__ = [
     "RankedDocument",
     "arank_documents",
     "fuse",
+    "fused_hits",
     "interpolate",
     "min_max",
     "rank_documents",
@@ -179,6 +180,24 @@ def fuse(
     if opts.fusion == "interpolate":
         return interpolate(scores, retrieval_scores, opts.fusion_weight)
     return [float(s) for s in scores]
+
+
+def fused_hits(
+    scores: Sequence[float],
+    options: FusionOptions | None = None,
+    retrieval_scores: Sequence[float | None] | None = None,
+    top_k: int | None = None,
+) -> list[Hit]:
+    """The fused ranking of one call's reranker ``scores``: what :class:`FusedReranker` returns.
+
+    A benchmark derives a fused row from a reranker's recorded scores with it, so the row is the
+    ranking the wrapped reranker would have produced, without running the model again.
+
+    Example:
+        >>> [h.index for h in fused_hits([0.0, 5.0, 1.0], FusionOptions(fusion="rrf", fusion_k=1))]
+        [1, 0, 2]
+    """
+    return hits_from_scores(fuse(scores, options, _retrieval(retrieval_scores, len(scores))), validate_top_k(top_k))
 
 
 def relevance_of(reranker: Any, scores: Sequence[float]) -> list[float]:
@@ -396,8 +415,7 @@ class FusedReranker(BaseReranker):
             scores, stats = inner.rerank_scores(query, docs, top_k)
         else:
             scores, stats = _scores_from_hits(inner.rerank(validate_query(query), docs, None), len(docs), inner), {}
-        fused = fuse(scores, self.options, _retrieval(retrieval_scores, len(docs)))
-        return hits_from_scores(fused, validate_top_k(top_k)), stats
+        return fused_hits(scores, self.options, retrieval_scores, top_k), stats
 
     async def arerank_with_stats(
         self,

@@ -17,6 +17,12 @@ Results go to ``<out>/results.json`` (per-query records with the ranked document
 metrics can be recomputed), ``<out>/results.md`` and ``<out>/ndcg_vs_seconds.png``. Running
 again with the same ``out`` resumes: finished (method, query) pairs are skipped.
 
+A fused method (``fusion=rrf|interpolate``) whose unfused twin (same name and options) is in
+the same results is derived from the twin's recorded scores with
+:func:`~rerank_plugins.fusion.fused_hits`, the arithmetic :class:`~rerank_plugins.fusion.FusedReranker`
+applies, instead of running the model again: its ranking is the one the wrapped reranker would
+give, and its costs are the twin's (fusing 20 scores takes microseconds). The row says so.
+
 Example:
     >>> from rerank_plugins.evaluation import load_candidates, load_trec_qrels
     >>> from rerank_plugins.evaluation.bench import MethodSpec, run_benchmark
@@ -55,7 +61,7 @@ from rerank_plugins.evaluation.measure import (
     save_json,
 )
 from rerank_plugins.evaluation.metrics import DEFAULT_MEASURES, evaluate, measure_names
-from rerank_plugins.fusion import FusedReranker
+from rerank_plugins.fusion import FusedReranker, FusionOptions, fused_hits
 
 __all__ = [
     "BARE_FORWARD",
@@ -487,9 +493,15 @@ def _run_methods(
                               sampler, saver, progress)
         return label
 
-    for spec in specs:
+    for spec in sorted(specs, key=_is_fused):  # unfused first: fused rows derive from them
         entry = _entry(data, spec.label, kind="method", name=spec.name, options=jsonable(spec.options))
         todo = [q for q in queries if q.qid not in entry["records"]]
+        twin = _unfused_twin(data, spec)
+        if twin is not None:
+            todo = _derive_fused(entry, data["methods"][twin], twin, spec, todo, depth)
+            if not todo:
+                saver.save()
+                continue
         try:
             reranker = build_method(spec)
         except (TypeError, ValueError) as e:
@@ -523,6 +535,66 @@ def _run_methods(
 
         reference(get_core(bare_forward_model), bare_forward_model)
     return cores
+
+
+def _is_fused(spec: MethodSpec) -> bool:
+    return spec.options.get("fusion") not in (None, "none")
+
+
+def _unfused_twin(data: dict[str, Any], spec: MethodSpec) -> str | None:
+    """The label of a recorded method that is ``spec`` without its fusion options, if any."""
+    if not _is_fused(spec):
+        return None
+    base = jsonable({k: v for k, v in spec.options.items() if k not in FUSION_OPTIONS})
+    for label, entry in data["methods"].items():
+        if entry.get("kind") == "method" and entry.get("name") == spec.name and entry.get("options") == base:
+            return label
+    return None
+
+
+def _derive_fused(
+    entry: dict[str, Any], twin: dict[str, Any], twin_label: str, spec: MethodSpec, todo: Sequence[RerankQuery],
+    depth: int,
+) -> list[RerankQuery]:
+    """Fills ``entry`` with ``twin``'s recorded rankings fused with the first stage; returns what is left to run."""
+    options = FusionOptions.build({k: v for k, v in spec.options.items() if k in FUSION_OPTIONS})
+    left = []
+    for q in todo:
+        record = _fused_record(twin["records"].get(q.qid), q, depth, options)
+        if record is None:
+            left.append(q)
+        else:
+            entry["records"][q.qid] = record
+    if len(left) < len(todo):
+        entry["derived_from"] = twin_label
+        for key in ("model", "reference"):
+            if key in twin:
+                entry[key] = twin[key]
+        entry["settings"] = {**twin.get("settings", {}), **options.settings()}
+    return left
+
+
+def _fused_record(
+    base: dict[str, Any] | None, q: RerankQuery, depth: int, options: FusionOptions
+) -> dict[str, Any] | None:
+    """``base`` (an unfused record of ``q``) with its top ``depth`` fused; None when it cannot be placed."""
+    top = q.candidates[:depth]
+    position = {c.docid: i for i, c in enumerate(top)}
+    if base is None or len(position) != len(top):  # a repeated docid: scores cannot be placed
+        return None
+    ranked, scores = base.get("ranking", [])[: len(top)], base.get("scores") or []
+    if len(scores) != len(top) or sorted(position.get(d, -1) for d in ranked) != list(range(len(top))):
+        return None
+    by_index = [0.0] * len(top)
+    for docid, score in zip(ranked, scores, strict=True):
+        by_index[position[docid]] = float(score)
+    hits = fused_hits(by_index, options, [c.score for c in top])
+    return {
+        **{k: v for k, v in base.items() if k not in ("ranking", "scores")},
+        "ranking": [top[h.index].docid for h in hits] + [c.docid for c in q.candidates[depth:]],
+        "scores": [float(h.score) for h in hits],
+        "derived": True,
+    }
 
 
 def _measure_in_flight(
@@ -656,7 +728,8 @@ def summarize(
         recs = {q: r for q, r in entry["records"].items() if q in set(wanted)} if wanted else entry["records"]
         row: dict[str, Any] = {"label": label, "kind": entry.get("kind"), "name": entry.get("name"),
                                "options": entry.get("options", {}), "queries": len(recs),
-                               "model": entry.get("model"), "reference": entry.get("reference")}
+                               "model": entry.get("model"), "reference": entry.get("reference"),
+                               "derived_from": entry.get("derived_from")}
         if recs and entry.get("kind") != "reference":
             ev = evaluate(qrels, {q: r["ranking"] for q, r in recs.items()}, measures, rel_level)
             row["metrics"] = ev.aggregate
@@ -764,6 +837,11 @@ def render_markdown(
         lines += ["", f"{cfg.get('in_flight')} queries in flight: s/q above is each query's latency under that "
                   "load; wall seconds per query (throughput): "
                   + ", ".join(f"{r['label']} {_fmt_seconds(r['wall_s_per_q'])}" for r in flights) + "."]
+    derived = [r for r in summary if r.get("derived_from")]
+    if derived:
+        lines += ["", "Derived rows (the fusion FusedReranker applies, computed from the unfused row's recorded "
+                  "scores; the costs are that row's): "
+                  + ", ".join(f"{r['label']} from {r['derived_from']}" for r in derived) + "."]
     refs = [r for r in summary if r["kind"] == "reference"]
     if refs:
         lines += ["", "Bare forward: one forward pass over one prompt holding the query and all reranked "

@@ -151,7 +151,9 @@ def test_bench_beir_and_multihop_inputs_without_a_model(tmp_path: Path, capsys: 
     assert not (out / "ndcg_vs_seconds.png").exists()
 
 
-def test_bench_with_a_dead_server_exits_1_naming_it(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_with_a_dead_server_exits_1_naming_it(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("httpx")
     import socket
 

@@ -240,3 +240,41 @@ def test_bad_factory_options_name_the_method(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="method 'identity-x': cannot build 'identity'"):
         run_benchmark(QUERIES, QRELS, [MethodSpec("identity", {"nope": 1}, "identity-x")], out_dir=tmp_path,
                       progress=False)
+
+
+@pytest.mark.parametrize("fusion", [{"fusion": "rrf", "fusion_k": 1}, {"fusion": "interpolate", "fusion_weight": 0.3}])
+def test_a_fused_row_derives_from_its_unfused_twin_as_if_run(tmp_path: Path, fusion: dict[str, Any]) -> None:
+    plain, fused = MethodSpec("test-counting", {}, "c"), MethodSpec("test-counting", fusion, "c-fused")
+    # listed first, the fused method still waits for its twin
+    derived = run_benchmark(QUERIES, QRELS, [fused, plain], out_dir=tmp_path / "derived", depth=3,
+                            bare_forward=False, plot=False, progress=False)
+    assert CountingReranker.calls == 3 + 1  # the twin's queries and its warm-up: the fused row ran nothing
+    ran = run_benchmark(QUERIES, QRELS, [fused], out_dir=tmp_path / "ran", depth=3,
+                        bare_forward=False, plot=False, progress=False)
+    methods, ran_methods = derived.data["methods"], ran.data["methods"]
+    rankings = {q: r["ranking"] for q, r in methods["c-fused"]["records"].items()}
+    assert rankings == {q: r["ranking"] for q, r in ran_methods["c-fused"]["records"].items()}
+    assert rankings != {q: r["ranking"] for q, r in methods["c"]["records"].items()}  # fusion changed something
+    for qid, record in methods["c-fused"]["records"].items():
+        assert record["derived"] is True
+        assert record["scores"] == pytest.approx(ran_methods["c-fused"]["records"][qid]["scores"])
+        assert record["seconds"] == methods["c"]["records"][qid]["seconds"]
+    assert methods["c-fused"]["derived_from"] == "c"
+    assert methods["c-fused"]["settings"]["fusion"] == fusion["fusion"]
+    assert "c-fused from c" in derived.markdown
+
+
+def test_a_fused_row_runs_when_its_twin_cannot_be_placed(tmp_path: Path) -> None:
+    run_benchmark(QUERIES, QRELS, [MethodSpec("test-counting", {}, "c")], out_dir=tmp_path, depth=3,
+                  bare_forward=False, plot=False, progress=False)
+    path = tmp_path / "results.json"
+    data = json.loads(path.read_text())
+    data["methods"]["c"]["records"]["q1"]["scores"] = [1.0]  # a record cut short: its scores cannot be placed
+    path.write_text(json.dumps(data))
+    CountingReranker.calls = 0
+    result = run_benchmark(QUERIES, QRELS, [MethodSpec("test-counting", {"fusion": "rrf"}, "c-rrf")],
+                           out_dir=tmp_path, depth=3, bare_forward=False, plot=False, progress=False)
+    records = result.data["methods"]["c-rrf"]["records"]
+    assert CountingReranker.calls == 1 + 1  # q1 ran (and the warm-up); q2 and q3 were derived
+    assert "derived" not in records["q1"] and records["q2"]["derived"] and records["q3"]["derived"]
+    assert sorted(records["q1"]["ranking"]) == ["a", "b", "c"]
