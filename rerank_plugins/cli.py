@@ -678,6 +678,35 @@ def _select_heads_run(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMPARE_DESCRIPTION = """\
+Compare the per-query rankings of two `rerank-plugins bench` runs of the same queries (float32
+against bfloat16, in-process against served, before against after a change): for each method
+pair, how many queries have an identical reranked top-K, top-10 and top-5, the mean Kendall tau
+between the two orders, and the largest score difference of one document.
+"""
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("first", metavar="RESULTS", help="a results.json (or its folder)")
+    p.add_argument("second", metavar="OTHER", help="the results.json (or folder) to compare with")
+    p.add_argument("--pair", action="append", metavar="LABEL[=OTHER_LABEL]", default=None,
+                   help="methods to compare (repeatable); default: every method label the two share")
+
+
+def _compare_run(args: argparse.Namespace) -> int:
+    from rerank_plugins.evaluation.compare import compare_results, load_results, render_comparison
+
+    a, b = load_results(args.first), load_results(args.second)
+    pairs = None
+    if args.pair:
+        pairs = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.pair]
+    rows = compare_results(a, b, pairs=pairs)
+    if not rows:
+        raise ValueError("the two runs share no method label; name the pairs with --pair LABEL=OTHER_LABEL")
+    print(render_comparison(rows, a["config"].get("depth")))
+    return 0
+
+
 # --------------------------------------------------------------------------- registry and entry point
 
 SUBCOMMANDS: list[Subcommand] = [
@@ -704,6 +733,8 @@ SUBCOMMANDS += [
                epilog=_DECOMPOSITION_EPILOG),
     Subcommand("select-heads", "choose the retrieval heads of a model for attention reranking (a head profile)",
                _SELECT_HEADS_DESCRIPTION, _select_heads_arguments, _select_heads_run, epilog=_SELECT_HEADS_EPILOG),
+    Subcommand("compare", "how far the rankings of two benchmark runs agree, query by query",
+               _COMPARE_DESCRIPTION, _compare_arguments, _compare_run),
 ]  # fmt: skip
 
 
