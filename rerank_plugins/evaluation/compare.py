@@ -56,7 +56,7 @@ def _kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
     from scipy.stats import kendalltau
 
     where = {d: i for i, d in enumerate(b)}
-    tau = kendalltau(range(len(a)), [where[d] for d in a]).statistic
+    tau, _ = kendalltau(range(len(a)), [where[d] for d in a])
     return float(tau)
 
 
