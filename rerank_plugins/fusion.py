@@ -267,10 +267,9 @@ def _assemble(
     top_k: int | None,
 ) -> list[RankedDocument]:
     relevance = relevance_of(reranker, scores)
-    final = fuse(scores, fusion, _retrieval(retrieval, len(scores)))
     out = [
         RankedDocument(h.index, h.score, scores[h.index], relevance[h.index])
-        for h in hits_from_scores(final)
+        for h in fused_hits(scores, fusion, retrieval)
         if threshold is None or relevance[h.index] >= threshold
     ]
     return out[:top_k] if top_k is not None else out
