@@ -263,7 +263,7 @@ def test_select_heads_arguments(tiny_core: Any) -> None:
 
 
 def test_every_shipped_profile_is_a_valid_profile_with_an_identity() -> None:
-    """The profiles in rerank_plugins/rerankers/profiles/ (none yet) load and can match a model."""
+    """The profiles shipped in rerank_plugins/rerankers/profiles/ load and carry an identity to match."""
     folder = Path(heads_module.__file__).parent / "profiles"
     assert (folder / "README.md").is_file()
     assert heads_module.profile_paths() == sorted(folder.glob("*.json"))
