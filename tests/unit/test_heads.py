@@ -271,3 +271,8 @@ def test_every_shipped_profile_is_a_valid_profile_with_an_identity() -> None:
         profile = HeadProfile.load(path)
         assert profile.model.get("fingerprint") and profile.model.get("config_sha256"), path.name
         assert profile.selection.get("qids") and profile.selection.get("data"), path.name
+        # chosen on training data, never on a reported test set (DL19 is only ever reported)
+        data = profile.selection["data"]
+        assert "trec-dl" not in str(data.get("source")).lower() and data.get("split") != "test", path.name
+    names = {p.name for p in heads_module.profile_paths()}
+    assert {"qwen2.5-coder-0.5b-instruct.json", "qwen2.5-coder-1.5b-instruct.json"} <= names
