@@ -38,7 +38,9 @@ os.environ.setdefault("RERANK_CPU_DTYPE", "float32")
 
 # Fixtures that hand out provisioned weights or the shared data (tests/conftest.py and the
 # integration conftests of both adapter packages).
-REAL_FIXTURES = frozenset({"smollm2", "smollm2_gguf", "minilm", "quality_llm", "data_dir", "scifact"})
+REAL_FIXTURES = frozenset(
+    {"smollm2", "smollm2_gguf", "minilm", "quality_llm", "quality_llm_large", "data_dir", "scifact"}
+)
 INTEGRATION_FOLDERS = frozenset({"integration", "integration_tests"})
 
 # The library's own modules, and frames that only pass a call on (``nn.Module.__call__``,

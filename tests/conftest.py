@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PROVISION_HINT = (
-    'run: eval "$(python3 ../shared/models/provision.py --exports smollm2 minilm qwen)" '
+    'run: eval "$(python3 ../shared/models/provision.py --exports smollm2 minilm qwen qwen15)" '
     "(see README, Tests)"
 )
 
@@ -67,6 +67,11 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def quality_llm() -> Path:
     return env_path("RERANK_QUALITY_LLM")
+
+
+@pytest.fixture(scope="session")
+def quality_llm_large() -> Path:
+    return env_path("RERANK_QUALITY_LLM_LARGE")
 
 
 @pytest.fixture(scope="session")
