@@ -28,7 +28,7 @@ DOCS = [
 
 
 def _shipped(name: str) -> HeadProfile:
-    return HeadProfile.load(Path(heads_module.__file__).parent / "profiles" / name)
+    return HeadProfile.load({path.name: path for path in heads_module.profile_paths()}[name])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -39,12 +39,14 @@ def test_auto_picks_the_shipped_profile_for_the_quality_model(quality_llm: Path,
     auto = AttentionReranker(core)
     assert auto.describe()["head_profile"] == QWEN_05B_PROFILE
     assert auto.describe()["head_count"] == len(profile.heads) == 8
-    assert auto.score(QUERY, DOCS) == AttentionReranker(core, heads=profile.pairs()).score(QUERY, DOCS)
+    scores = auto.score(QUERY, DOCS)
+    assert scores == AttentionReranker(core, heads=profile.pairs()).score(QUERY, DOCS)
     assert not _shipped(QWEN_15B_PROFILE).matches(core.model_identity())
     every = AttentionReranker(core, heads=None)
     assert every.describe()["head_profile"] is None
-    assert every.describe()["head_count"] == core.attention_layout()[0] * core.attention_layout()[1]
-    assert auto.score(QUERY, DOCS) != every.score(QUERY, DOCS)
+    n_layers, n_heads = core.attention_layout()
+    assert every.describe()["head_count"] == n_layers * n_heads
+    assert scores != every.score(QUERY, DOCS)
 
 
 def test_auto_picks_the_shipped_profile_for_the_large_quality_model(quality_llm_large: Path) -> None:
@@ -54,8 +56,9 @@ def test_auto_picks_the_shipped_profile_for_the_large_quality_model(quality_llm_
     assert not _shipped(QWEN_05B_PROFILE).matches(core.model_identity())
     auto = AttentionReranker(core)
     assert auto.describe()["head_profile"] == QWEN_15B_PROFILE and auto.describe()["head_count"] == 8
-    assert auto.score(QUERY, DOCS) == AttentionReranker(core, heads=profile.pairs()).score(QUERY, DOCS)
-    assert auto.score(QUERY, DOCS) != AttentionReranker(core, heads=None).score(QUERY, DOCS)
+    scores = auto.score(QUERY, DOCS)
+    assert scores == AttentionReranker(core, heads=profile.pairs()).score(QUERY, DOCS)
+    assert scores != AttentionReranker(core, heads=None).score(QUERY, DOCS)
 
 
 def test_a_model_without_a_profile_gets_every_head(smollm2: Path) -> None:
