@@ -683,14 +683,28 @@ Compare the per-query rankings of two `rerank-plugins bench` runs of the same qu
 against bfloat16, in-process against served, before against after a change): for each method
 pair, how many queries have an identical reranked top-K, top-10 and top-5, the mean Kendall tau
 between the two orders, and the largest score difference of one document.
-"""
 
+With judgments (--qrels, or --beir for a BEIR folder's split), a second table compares one
+measure (--measure, default nDCG@10) query by query: the mean of each run, the mean difference
+with its 95% interval, how many queries the second run ranks better, equally or worse, and a
+paired t-test. The same file may be given twice to compare two of its methods, or a method with
+its first stage: --pair first-stage=attention-heads.
+"""
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("first", metavar="RESULTS", help="a results.json (or its folder)")
     p.add_argument("second", metavar="OTHER", help="the results.json (or folder) to compare with")
     p.add_argument("--pair", action="append", metavar="LABEL[=OTHER_LABEL]", default=None,
                    help="methods to compare (repeatable); default: every method label the two share")
+    judged = p.add_argument_group("quality, query by query (needs judgments)")
+    src = judged.add_mutually_exclusive_group()
+    src.add_argument("--qrels", metavar="FILE", help="qrels, TREC or BEIR TSV")
+    src.add_argument("--beir", metavar="DIR", help="a BEIR folder: its qrels/SPLIT.tsv")
+    judged.add_argument("--split", default="test", help="BEIR qrels split (default: %(default)s)")
+    judged.add_argument("--measure", default="nDCG@10", metavar="NAME",
+                        help="ir-measures measure (default: %(default)s)")
+    judged.add_argument("--rel-level", type=_positive_int, default=None, metavar="G",
+                        help="minimum relevant grade for binary measures (default: the first run's)")
 
 
 def _compare_run(args: argparse.Namespace) -> int:
@@ -704,6 +718,18 @@ def _compare_run(args: argparse.Namespace) -> int:
     if not rows:
         raise ValueError("the two runs share no method label; name the pairs with --pair LABEL=OTHER_LABEL")
     print(render_comparison(rows, a["config"].get("depth")))
+    if args.qrels or args.beir:
+        from rerank_plugins.evaluation import loaders
+        from rerank_plugins.evaluation.compare import paired_quality, render_paired_quality
+
+        path = args.qrels or Path(args.beir) / "qrels" / f"{args.split}.tsv"
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no qrels at {path}")
+        rel_level = args.rel_level or a["config"].get("rel_level") or 1
+        quality = paired_quality(a, b, loaders.load_qrels(path), pairs=pairs, measure=args.measure,
+                                 rel_level=rel_level)
+        print()
+        print(render_paired_quality(quality))
     return 0
 
 

@@ -6,7 +6,10 @@ few near-ties. This compares the stored per-query rankings of two ``results.json
 (:mod:`rerank_plugins.evaluation.bench`): for each pair of methods and each query both ran,
 whether the reranked top ``depth`` is identical, whether the top 10 and top 5 are, Kendall's tau
 between the two orders of the reranked documents, and the largest score difference of a
-document when both runs scored the same documents.
+document when both runs scored the same documents. With judgments, :func:`paired_quality` adds
+the paired statistics of one measure over the same queries: how many queries the second run
+ranks better, equally or worse, the mean difference with its 95% confidence interval, and the
+two-sided p-value of a paired t-test.
 
 Example:
     >>> a = {"config": {"depth": 3}, "methods": {"m": {"kind": "method", "records": {
@@ -16,6 +19,9 @@ Example:
     >>> row = compare_results(a, b)[0]
     >>> row["queries"], row["identical"], row["top5_identical"], round(row["kendall_tau"], 3)
     (1, 0, 0, 0.333)
+    >>> q = paired_quality(a, b, {"q": {"y": 1}}, measure="RR@10")[0]
+    >>> q["mean_a"], q["mean_b"], (q["better"], q["equal"], q["worse"])
+    (0.5, 0.3333333333333333, (0, 0, 1))
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins.evaluation.loaders import Qrels
 from rerank_plugins.evaluation.measure import load_json, markdown_table
+from rerank_plugins.evaluation.metrics import evaluate, measure_names
 
-__all__ = ["compare_results", "load_results", "render_comparison"]
+__all__ = ["compare_results", "load_results", "paired_quality", "render_comparison", "render_paired_quality"]
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -47,6 +55,24 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _methods(data: Mapping[str, Any]) -> list[str]:
     return [label for label, e in data["methods"].items() if e.get("kind") == "method"]
+
+
+def _rankers(data: Mapping[str, Any]) -> list[str]:
+    """Labels that hold rankings: the methods and the first stage (a baseline)."""
+    return [label for label, e in data["methods"].items() if e.get("kind") in ("method", "baseline")]
+
+
+def _resolve_pairs(
+    a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[tuple[str, str]] | None
+) -> list[tuple[str, str]]:
+    """The named pairs, checked; by default every method label the two runs share."""
+    if pairs is None:
+        return [(m, m) for m in _methods(a) if m in set(_methods(b))]
+    for la, lb in pairs:
+        for label, data, side in ((la, a, "first"), (lb, b, "second")):
+            if label not in _rankers(data):
+                raise ValueError(f"{label!r} is not a method of the {side} run (it has {_rankers(data)})")
+    return list(pairs)
 
 
 def _kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
@@ -79,7 +105,8 @@ def compare_results(
 
     Args:
         a, b: two results dicts (:func:`load_results`).
-        pairs: (label in ``a``, label in ``b``); default: every method label the two share.
+        pairs: (label in ``a``, label in ``b``), methods or the first stage; default: every
+            method label the two share.
         depth: how many leading documents of each ranking were reranked; default: the depth
             recorded in ``a``'s configuration.
 
@@ -99,13 +126,8 @@ def compare_results(
         depth = depth_a
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise ValueError(f"depth must be a positive int, got {depth!r}")
-    if pairs is None:
-        pairs = [(m, m) for m in _methods(a) if m in set(_methods(b))]
     rows = []
-    for la, lb in pairs:
-        for label, data, side in ((la, a, "first"), (lb, b, "second")):
-            if label not in _methods(data):
-                raise ValueError(f"{label!r} is not a method of the {side} run (it has {_methods(data)})")
+    for la, lb in _resolve_pairs(a, b, pairs):
         ra, rb = a["methods"][la]["records"], b["methods"][lb]["records"]
         common = [q for q in ra if q in rb]
         identical = top10 = top5 = 0
@@ -137,4 +159,93 @@ def render_comparison(rows: Sequence[Mapping[str, Any]], depth: int | None = Non
     body = [[r["a"], r["b"], r["queries"], r["identical"], r["top10_identical"], r["top5_identical"],
              "—" if r["kendall_tau"] is None else f"{r['kendall_tau']:.3f}",
              "—" if r["max_score_gap"] is None else f"{r['max_score_gap']:.3g}"] for r in rows]
+    return markdown_table(header, body)
+
+
+def _mean_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t confidence interval of the mean of ``diffs`` (None under two values)."""
+    if len(diffs) < 2:
+        return None
+    from scipy.stats import t
+
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = float(t.ppf(0.5 + level / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    return mean - half, mean + half
+
+
+def _paired_p(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Two-sided paired t-test p-value; None when it is undefined (under two queries, or no
+    difference varies: then the runs are equal on every query or differ by one constant)."""
+    diffs = [y - x for x, y in zip(xs, ys, strict=True)]
+    if len(diffs) < 2 or statistics.pstdev(diffs) == 0:
+        return None
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(ys, xs).pvalue)
+
+
+def paired_quality(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    qrels: Qrels,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    measure: str = "nDCG@10",
+    rel_level: int = 1,
+    tolerance: float = 1e-9,
+) -> list[dict[str, Any]]:
+    """One row per method pair: ``measure`` of both runs over the judged queries both ran.
+
+    The statistics are paired by query, the way two rerankers of the same candidates should be
+    compared: ``better``, ``equal`` and ``worse`` count the queries where ``b``'s method scores
+    above, within ``tolerance`` of, or below ``a``'s; ``diff`` is the mean of ``b − a`` with its
+    95% Student-t interval (``ci_low``, ``ci_high``) and ``p_value`` the two-sided paired t-test
+    (None where undefined: under two queries, or a difference that never varies).
+
+    Args:
+        a, b: two results dicts (:func:`load_results`); they may be the same run, to compare two
+            of its methods or a method with its first stage (label ``first-stage``).
+        qrels: the judgments the runs were measured with.
+        pairs: as in :func:`compare_results` (methods or the first stage).
+        measure: one ir-measures name.
+        rel_level: minimum grade counted relevant by binary measures (2 for TREC DL).
+        tolerance: how far apart two values may be and still count as equal.
+
+    Raises:
+        ValueError: an unknown label or measure, or a pair with no judged query in common.
+    """
+    (name,) = measure_names([measure], rel_level)
+    rows = []
+    for la, lb in _resolve_pairs(a, b, pairs):
+        ra, rb = a["methods"][la]["records"], b["methods"][lb]["records"]
+        common = [q for q in ra if q in rb and q in qrels]
+        if not common:
+            raise ValueError(f"{la!r} and {lb!r} share no judged query")
+        xs = evaluate(qrels, {q: ra[q]["ranking"] for q in common}, [measure], rel_level).per_query[name]
+        ys = evaluate(qrels, {q: rb[q]["ranking"] for q in common}, [measure], rel_level).per_query[name]
+        x, y = [xs[q] for q in common], [ys[q] for q in common]
+        diffs = [v - u for u, v in zip(x, y, strict=True)]
+        interval = _mean_interval(diffs)
+        rows.append({
+            "a": la, "b": lb, "measure": name, "queries": len(common),
+            "mean_a": statistics.fmean(x), "mean_b": statistics.fmean(y), "diff": statistics.fmean(diffs),
+            "better": sum(d > tolerance for d in diffs), "equal": sum(abs(d) <= tolerance for d in diffs),
+            "worse": sum(d < -tolerance for d in diffs),
+            "ci_low": None if interval is None else interval[0], "ci_high": None if interval is None else interval[1],
+            "p_value": _paired_p(x, y),
+        })
+    return rows
+
+
+def render_paired_quality(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of :func:`paired_quality` as a Markdown table (the second run against the first)."""
+    measure = rows[0]["measure"] if rows else "measure"
+
+    def num(v: float | None, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    header = ["first run", "second run", "queries", f"{measure} first", f"{measure} second", "second − first",
+              "95% interval", "better / equal / worse", "paired t p"]
+    body = [[r["a"], r["b"], r["queries"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}",
+             "—" if r["ci_low"] is None else f"{r['ci_low']:+.4f} to {r['ci_high']:+.4f}",
+             f"{r['better']} / {r['equal']} / {r['worse']}", num(r["p_value"], ".3g")] for r in rows]
     return markdown_table(header, body)

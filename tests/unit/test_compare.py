@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rerank_plugins.cli import main
-from rerank_plugins.evaluation.compare import compare_results, load_results
+from rerank_plugins.evaluation.compare import compare_results, load_results, paired_quality
 
 
 def run(records: dict[str, tuple[list[str], list[float]]], depth: int = 4, label: str = "m") -> dict[str, Any]:
@@ -65,3 +65,62 @@ def test_command_prints_the_table_and_fails_cleanly(tmp_path: Path, capsys: pyte
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a benchmark results file"):
         load_results(tmp_path / "bad.json")
+
+
+# one relevant document "r" per query; RR@10 is 1 / its rank
+def ranked(rank: int, extra: str = "") -> list[str]:
+    docs = [f"n{i}{extra}" for i in range(3)]
+    return docs[: rank - 1] + ["r"] + docs[rank - 1 :]
+
+
+QRELS = {q: {"r": 1} for q in ("q1", "q2", "q3", "q4")}
+FIRST = run({"q1": (ranked(2), []), "q2": (ranked(1), []), "q3": (ranked(1), []), "q4": (ranked(4), [])})
+SECOND = run({"q1": (ranked(1), []), "q2": (ranked(1), []), "q3": (ranked(2), []), "q4": (ranked(1), []),
+              "q5": (ranked(1), [])})  # fmt: skip
+
+
+def test_paired_quality_counts_and_tests_query_by_query() -> None:
+    (row,) = paired_quality(FIRST, SECOND, QRELS, measure="RR@10")
+    # RR@10 first: 0.5, 1, 1, 0.25; second: 1, 1, 0.5, 1 (q5 has no judgments: not counted)
+    assert row["queries"] == 4 and row["measure"] == "RR@10"
+    assert (row["mean_a"], row["mean_b"]) == pytest.approx((0.6875, 0.875))
+    assert (row["better"], row["equal"], row["worse"]) == (2, 1, 1)
+    # differences 0.5, 0, -0.5, 0.75: mean 0.1875, sample sd 0.55434, t = 0.6765 on 3 degrees of freedom
+    assert row["diff"] == pytest.approx(0.1875)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.694577, 1.069577), abs=1e-6)
+    assert row["p_value"] == pytest.approx(0.547222, abs=1e-6)
+
+
+def test_paired_quality_undefined_statistics_are_none() -> None:
+    (same,) = paired_quality(FIRST, FIRST, QRELS, measure="RR@10")
+    assert (same["better"], same["equal"], same["worse"], same["diff"]) == (0, 4, 0, 0)
+    assert same["p_value"] is None and (same["ci_low"], same["ci_high"]) == (0, 0)
+    one = run({"q1": (ranked(3), [])})
+    (single,) = paired_quality(FIRST, one, QRELS, measure="RR@10")
+    assert single["queries"] == 1 and single["ci_low"] is None and single["p_value"] is None
+
+
+def test_paired_quality_against_the_first_stage_and_errors() -> None:
+    data = run({"q1": (ranked(2), []), "q2": (ranked(3), [])})
+    data["methods"]["first-stage"]["records"] = {"q1": {"ranking": ranked(1)}, "q2": {"ranking": ranked(1)}}
+    data["methods"]["bare"] = {"kind": "reference", "records": {"q1": {"seconds": 1.0}}}
+    (row,) = paired_quality(data, data, QRELS, pairs=[("first-stage", "m")], measure="RR@10")
+    assert (row["better"], row["worse"], row["diff"]) == (0, 2, pytest.approx(-7 / 12))
+    with pytest.raises(ValueError, match="'bare' is not a method of the second run"):
+        paired_quality(data, data, QRELS, pairs=[("m", "bare")])
+    with pytest.raises(ValueError, match="share no judged query"):
+        paired_quality(data, data, {"other": {"r": 1}})
+    with pytest.raises(ValueError, match="unknown measure"):
+        paired_quality(data, data, QRELS, measure="nope@3")
+
+
+def test_command_prints_paired_quality_with_judgments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.json").write_text(json.dumps(FIRST))
+    (tmp_path / "b.json").write_text(json.dumps(SECOND))
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 r 1\n" for q in QRELS))
+    args = ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    assert main([*args, "--qrels", str(tmp_path / "qrels.txt"), "--measure", "RR@10"]) == 0
+    out = capsys.readouterr().out
+    assert "| m | m | 4 | 0.6875 | 0.8750 | +0.1875 | -0.6946 to +1.0696 | 2 / 1 / 1 | 0.547 |" in out
+    assert main([*args, "--beir", str(tmp_path)]) == 1
+    assert "no qrels at" in capsys.readouterr().err
