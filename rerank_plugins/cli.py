@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -691,6 +692,7 @@ paired t-test. The same file may be given twice to compare two of its methods, o
 its first stage: --pair first-stage=attention-heads.
 """
 
+
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("first", metavar="RESULTS", help="a results.json (or its folder)")
     p.add_argument("second", metavar="OTHER", help="the results.json (or folder) to compare with")
@@ -700,9 +702,8 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     src = judged.add_mutually_exclusive_group()
     src.add_argument("--qrels", metavar="FILE", help="qrels, TREC or BEIR TSV")
     src.add_argument("--beir", metavar="DIR", help="a BEIR folder: its qrels/SPLIT.tsv")
-    judged.add_argument("--split", default="test", help="BEIR qrels split (default: %(default)s)")
-    judged.add_argument("--measure", default="nDCG@10", metavar="NAME",
-                        help="ir-measures measure (default: %(default)s)")
+    judged.add_argument("--split", help="BEIR qrels split, with --beir (default: test)")
+    judged.add_argument("--measure", metavar="NAME", help="ir-measures measure (default: nDCG@10)")
     judged.add_argument("--rel-level", type=_positive_int, default=None, metavar="G",
                         help="minimum relevant grade for binary measures (default: the first run's)")
 
@@ -714,23 +715,41 @@ def _compare_run(args: argparse.Namespace) -> int:
     pairs = None
     if args.pair:
         pairs = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.pair]
+    quality = _compare_quality(args, a, b, pairs)  # checked before anything is printed
     rows = compare_results(a, b, pairs=pairs)
     if not rows:
         raise ValueError("the two runs share no method label; name the pairs with --pair LABEL=OTHER_LABEL")
     print(render_comparison(rows, a["config"].get("depth")))
-    if args.qrels or args.beir:
-        from rerank_plugins.evaluation import loaders
-        from rerank_plugins.evaluation.compare import paired_quality, render_paired_quality
+    if quality is not None:
+        from rerank_plugins.evaluation.compare import render_paired_quality
 
-        path = args.qrels or Path(args.beir) / "qrels" / f"{args.split}.tsv"
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no qrels at {path}")
-        rel_level = args.rel_level or a["config"].get("rel_level") or 1
-        quality = paired_quality(a, b, loaders.load_qrels(path), pairs=pairs, measure=args.measure,
-                                 rel_level=rel_level)
         print()
         print(render_paired_quality(quality))
     return 0
+
+
+def _compare_quality(
+    args: argparse.Namespace, a: dict[str, Any], b: dict[str, Any], pairs: list[tuple[str, str]] | None
+) -> list[dict[str, Any]] | None:
+    """The paired quality rows of `compare`, or None without judgments."""
+    if not (args.qrels or args.beir):
+        if args.measure or args.rel_level or args.split:
+            raise ValueError("--measure, --rel-level and --split need judgments: --qrels FILE or --beir DIR")
+        return None
+    if args.qrels and args.split:
+        raise ValueError("--split picks a BEIR folder's qrels (--beir); --qrels names the file itself")
+    from rerank_plugins.evaluation import loaders
+    from rerank_plugins.evaluation.compare import paired_quality
+
+    path = Path(args.qrels) if args.qrels else Path(args.beir) / "qrels" / f"{args.split or 'test'}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no qrels at {path}")
+    levels = {d["config"].get("rel_level", 1) for d in (a, b)}
+    if args.rel_level is None and len(levels) > 1:
+        raise ValueError(f"the runs were measured with different --rel-level ({sorted(levels)}); pass --rel-level")
+    rel_level = args.rel_level or levels.pop()
+    return paired_quality(a, b, loaders.load_qrels(path), pairs=pairs, measure=args.measure or "nDCG@10",
+                          rel_level=rel_level)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- registry and entry point

@@ -62,6 +62,14 @@ def _rankers(data: Mapping[str, Any]) -> list[str]:
     return [label for label, e in data["methods"].items() if e.get("kind") in ("method", "baseline")]
 
 
+def _records(data: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The label's per-query records, limited to the run's configured queries as its report is
+    (a resumed run with a smaller ``--limit`` keeps the records of the queries it dropped)."""
+    records = data["methods"][label]["records"]
+    wanted = data.get("config", {}).get("queries")
+    return {q: r for q, r in records.items() if q in set(wanted)} if wanted else dict(records)
+
+
 def _resolve_pairs(
     a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[tuple[str, str]] | None
 ) -> list[tuple[str, str]]:
@@ -71,7 +79,9 @@ def _resolve_pairs(
     for la, lb in pairs:
         for label, data, side in ((la, a, "first"), (lb, b, "second")):
             if label not in _rankers(data):
-                raise ValueError(f"{label!r} is not a method of the {side} run (it has {_rankers(data)})")
+                raise ValueError(
+                    f"{label!r} is not a method or the first stage of the {side} run (it has {_rankers(data)})"
+                )
     return list(pairs)
 
 
@@ -128,7 +138,7 @@ def compare_results(
         raise ValueError(f"depth must be a positive int, got {depth!r}")
     rows = []
     for la, lb in _resolve_pairs(a, b, pairs):
-        ra, rb = a["methods"][la]["records"], b["methods"][lb]["records"]
+        ra, rb = _records(a, la), _records(b, lb)
         common = [q for q in ra if q in rb]
         identical = top10 = top5 = 0
         taus: list[float] = []
@@ -162,26 +172,28 @@ def render_comparison(rows: Sequence[Mapping[str, Any]], depth: int | None = Non
     return markdown_table(header, body)
 
 
-def _mean_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Student-t confidence interval of the mean of ``diffs`` (None under two values)."""
+def _mean_interval(diffs: Sequence[float], constant: bool, level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t confidence interval of the mean of ``diffs``: None under two values, the mean
+    itself when the differences do not vary."""
+    mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return None
+    if constant:
+        return mean, mean
     from scipy.stats import t
 
-    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    half = float(t.ppf(0.5 + level / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    half = float(t.ppf(0.5 + level / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return mean - half, mean + half
 
 
-def _paired_p(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Two-sided paired t-test p-value; None when it is undefined (under two queries, or no
-    difference varies: then the runs are equal on every query or differ by one constant)."""
-    diffs = [y - x for x, y in zip(xs, ys, strict=True)]
-    if len(diffs) < 2 or statistics.pstdev(diffs) == 0:
+def _paired_p(diffs: Sequence[float], constant: bool) -> float | None:
+    """Two-sided paired t-test p-value (a one-sample test of the differences against 0); None
+    where it is undefined: under two queries, or differences that do not vary."""
+    if len(diffs) < 2 or constant:
         return None
-    from scipy.stats import ttest_rel
+    from scipy.stats import ttest_1samp
 
-    return float(ttest_rel(ys, xs).pvalue)
+    return float(ttest_1samp(diffs, 0.0).pvalue)
 
 
 def paired_quality(
@@ -198,8 +210,11 @@ def paired_quality(
     The statistics are paired by query, the way two rerankers of the same candidates should be
     compared: ``better``, ``equal`` and ``worse`` count the queries where ``b``'s method scores
     above, within ``tolerance`` of, or below ``a``'s; ``diff`` is the mean of ``b − a`` with its
-    95% Student-t interval (``ci_low``, ``ci_high``) and ``p_value`` the two-sided paired t-test
-    (None where undefined: under two queries, or a difference that never varies).
+    95% Student-t interval (``ci_low``, ``ci_high``) and ``p_value`` the two-sided paired t-test.
+    Under two queries the interval and p-value are None; when the differences vary by no more
+    than ``tolerance`` (equal runs, or one constant shift) the interval is the mean difference
+    itself and the p-value None. Queries are those both runs ran among their configured queries
+    (as in their reports) that have judgments.
 
     Args:
         a, b: two results dicts (:func:`load_results`); they may be the same run, to compare two
@@ -216,7 +231,7 @@ def paired_quality(
     (name,) = measure_names([measure], rel_level)
     rows = []
     for la, lb in _resolve_pairs(a, b, pairs):
-        ra, rb = a["methods"][la]["records"], b["methods"][lb]["records"]
+        ra, rb = _records(a, la), _records(b, lb)
         common = [q for q in ra if q in rb and q in qrels]
         if not common:
             raise ValueError(f"{la!r} and {lb!r} share no judged query")
@@ -224,14 +239,15 @@ def paired_quality(
         ys = evaluate(qrels, {q: rb[q]["ranking"] for q in common}, [measure], rel_level).per_query[name]
         x, y = [xs[q] for q in common], [ys[q] for q in common]
         diffs = [v - u for u, v in zip(x, y, strict=True)]
-        interval = _mean_interval(diffs)
+        constant = max(diffs) - min(diffs) <= tolerance
+        interval = _mean_interval(diffs, constant)
         rows.append({
             "a": la, "b": lb, "measure": name, "queries": len(common),
             "mean_a": statistics.fmean(x), "mean_b": statistics.fmean(y), "diff": statistics.fmean(diffs),
             "better": sum(d > tolerance for d in diffs), "equal": sum(abs(d) <= tolerance for d in diffs),
             "worse": sum(d < -tolerance for d in diffs),
             "ci_low": None if interval is None else interval[0], "ci_high": None if interval is None else interval[1],
-            "p_value": _paired_p(x, y),
+            "p_value": _paired_p(diffs, constant),
         })
     return rows
 

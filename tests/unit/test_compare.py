@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from rerank_plugins.cli import main
+from rerank_plugins.evaluation import compare
 from rerank_plugins.evaluation.compare import compare_results, load_results, paired_quality
+from rerank_plugins.evaluation.metrics import Evaluation
 
 
 def run(records: dict[str, tuple[list[str], list[float]]], depth: int = 4, label: str = "m") -> dict[str, Any]:
@@ -45,7 +47,7 @@ def test_only_the_reranked_depth_counts() -> None:
 def test_pairs_of_other_labels_and_errors() -> None:
     other = run({"q1": (["a", "b", "c", "d"], [4, 3, 2, 1])}, label="served")
     assert compare_results(A, other, pairs=[("m", "served")])[0]["queries"] == 1
-    with pytest.raises(ValueError, match="'nope' is not a method of the second run"):
+    with pytest.raises(ValueError, match="'nope' is not a method or the first stage of the second run"):
         compare_results(A, other, pairs=[("m", "nope")])
     with pytest.raises(ValueError, match="reranked different documents"):
         compare_results(A, run({"q1": (["a", "b", "c", "x"], [4, 3, 2, 1])}))
@@ -74,14 +76,15 @@ def ranked(rank: int, extra: str = "") -> list[str]:
 
 
 QRELS = {q: {"r": 1} for q in ("q1", "q2", "q3", "q4")}
-FIRST = run({"q1": (ranked(2), []), "q2": (ranked(1), []), "q3": (ranked(1), []), "q4": (ranked(4), [])})
+FIRST = run({"q1": (ranked(2), []), "q2": (ranked(1), []), "q3": (ranked(1), []), "q4": (ranked(4), []),
+             "q5": (ranked(3), [])})  # fmt: skip
 SECOND = run({"q1": (ranked(1), []), "q2": (ranked(1), []), "q3": (ranked(2), []), "q4": (ranked(1), []),
               "q5": (ranked(1), [])})  # fmt: skip
 
 
 def test_paired_quality_counts_and_tests_query_by_query() -> None:
     (row,) = paired_quality(FIRST, SECOND, QRELS, measure="RR@10")
-    # RR@10 first: 0.5, 1, 1, 0.25; second: 1, 1, 0.5, 1 (q5 has no judgments: not counted)
+    # RR@10 first: 0.5, 1, 1, 0.25; second: 1, 1, 0.5, 1 (both ran q5, which has no judgments: not counted)
     assert row["queries"] == 4 and row["measure"] == "RR@10"
     assert (row["mean_a"], row["mean_b"]) == pytest.approx((0.6875, 0.875))
     assert (row["better"], row["equal"], row["worse"]) == (2, 1, 1)
@@ -100,13 +103,39 @@ def test_paired_quality_undefined_statistics_are_none() -> None:
     assert single["queries"] == 1 and single["ci_low"] is None and single["p_value"] is None
 
 
+def test_paired_quality_a_constant_shift_has_no_p_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # second = first + 0.1 on every query; in floating point the four differences are unequal in
+    # their last bits, which a t-test would read as a certain difference (p near 0)
+    values = {"first": [0.1, 0.2, 0.3, 0.7], "second": [0.1 + 0.1, 0.2 + 0.1, 0.3 + 0.1, 0.7 + 0.1]}
+    assert len({y - x for x, y in zip(values["first"], values["second"], strict=True)}) > 1
+
+    def fake_evaluate(qrels: Any, rankings: dict[str, list[str]], measures: Any, rel_level: int) -> Any:
+        side = "second" if rankings["q1"] == ["b"] else "first"
+        return Evaluation(aggregate={}, per_query={"nDCG@10": dict(zip(QRELS, values[side], strict=True))})
+
+    monkeypatch.setattr(compare, "evaluate", fake_evaluate)
+    (row,) = paired_quality(run({q: (["a"], []) for q in QRELS}), run({q: (["b"], []) for q in QRELS}), QRELS)
+    assert (row["better"], row["equal"], row["worse"]) == (4, 0, 0)
+    assert row["p_value"] is None and row["ci_low"] == row["ci_high"] == pytest.approx(0.1)
+
+
+def test_paired_quality_uses_the_configured_queries_and_tolerance() -> None:
+    a = run({"q1": (ranked(2), []), "q2": (ranked(2), [])})
+    b = run({"q1": (ranked(1), []), "q2": (ranked(3), [])})
+    a["config"]["queries"] = b["config"]["queries"] = ["q1"]  # q2 was dropped by a smaller --limit
+    (row,) = paired_quality(a, b, QRELS, measure="RR@10")
+    assert (row["queries"], row["better"]) == (1, 1)
+    # RR@10 0.5 against 1: equal within a tolerance of 0.6
+    assert paired_quality(a, b, QRELS, measure="RR@10", tolerance=0.6)[0]["equal"] == 1
+
+
 def test_paired_quality_against_the_first_stage_and_errors() -> None:
     data = run({"q1": (ranked(2), []), "q2": (ranked(3), [])})
     data["methods"]["first-stage"]["records"] = {"q1": {"ranking": ranked(1)}, "q2": {"ranking": ranked(1)}}
     data["methods"]["bare"] = {"kind": "reference", "records": {"q1": {"seconds": 1.0}}}
     (row,) = paired_quality(data, data, QRELS, pairs=[("first-stage", "m")], measure="RR@10")
     assert (row["better"], row["worse"], row["diff"]) == (0, 2, pytest.approx(-7 / 12))
-    with pytest.raises(ValueError, match="'bare' is not a method of the second run"):
+    with pytest.raises(ValueError, match="'bare' is not a method or the first stage of the second run"):
         paired_quality(data, data, QRELS, pairs=[("m", "bare")])
     with pytest.raises(ValueError, match="share no judged query"):
         paired_quality(data, data, {"other": {"r": 1}})
@@ -123,4 +152,44 @@ def test_command_prints_paired_quality_with_judgments(tmp_path: Path, capsys: py
     out = capsys.readouterr().out
     assert "| m | m | 4 | 0.6875 | 0.8750 | +0.1875 | -0.6946 to +1.0696 | 2 / 1 / 1 | 0.547 |" in out
     assert main([*args, "--beir", str(tmp_path)]) == 1
-    assert "no qrels at" in capsys.readouterr().err
+    err = capsys.readouterr()
+    assert "no qrels at" in err.err and err.out == ""  # checked before the first table is printed
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\tr\t1\n" for q in QRELS))
+    assert main([*args, "--beir", str(tmp_path), "--split", "dev", "--measure", "RR@10"]) == 0
+    assert "| m | m | 4 | 0.6875 | 0.8750 | +0.1875 |" in capsys.readouterr().out
+    assert main([*args, "--measure", "RR@10"]) == 1
+    assert "need judgments" in capsys.readouterr().err
+    assert main([*args, "--qrels", str(tmp_path / "qrels.txt"), "--split", "dev"]) == 1
+    assert "--split picks a BEIR folder" in capsys.readouterr().err
+
+
+def test_command_takes_the_runs_rel_level(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # TREC DL counts grade 2 as relevant for binary measures: with grade-1 judgments RR@10 is 0
+    first, second = json.loads(json.dumps(FIRST)), json.loads(json.dumps(SECOND))
+    first["config"]["rel_level"] = second["config"]["rel_level"] = 2
+    for name, data in (("a.json", first), ("b.json", second)):
+        (tmp_path / name).write_text(json.dumps(data))
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 r 1\n" for q in QRELS))
+    args = ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--qrels", str(tmp_path / "qrels.txt")]
+    assert main([*args, "--measure", "RR@10"]) == 0
+    assert "| m | m | 4 | 0.0000 | 0.0000 | +0.0000 | +0.0000 to +0.0000 | 0 / 4 / 0 | — |" in capsys.readouterr().out
+    assert main([*args, "--measure", "RR@10", "--rel-level", "1"]) == 0
+    assert "| m | m | 4 | 0.6875 | 0.8750 |" in capsys.readouterr().out
+    second["config"]["rel_level"] = 1
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    assert main(args) == 1
+    assert "different --rel-level ([1, 2])" in capsys.readouterr().err
+
+
+def test_command_compares_a_method_with_its_first_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = run({"q1": (ranked(2), []), "q2": (ranked(3), [])})
+    data["methods"]["first-stage"]["records"] = {"q1": {"ranking": ranked(1)}, "q2": {"ranking": ranked(1)}}
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 r 1\n" for q in QRELS))
+    r = str(tmp_path / "r.json")
+    assert main(["compare", r, r, "--pair", "first-stage=m", "--qrels", str(tmp_path / "qrels.txt"),
+                 "--measure", "RR@10"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| first-stage | m | 2 | 0 | 0 | 0 | " in out  # the agreement table: no ranking kept
+    assert "| first-stage | m | 2 | 1.0000 | 0.4167 | -0.5833 |" in out
