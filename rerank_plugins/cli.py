@@ -741,7 +741,7 @@ def _compare_quality(
     from rerank_plugins.evaluation import loaders
     from rerank_plugins.evaluation.compare import paired_quality
 
-    path = Path(args.qrels) if args.qrels else Path(args.beir) / "qrels" / f"{args.split or 'test'}.tsv"
+    path = Path(args.qrels) if args.qrels else loaders.beir_qrels_path(args.beir, args.split or "test")
     if not path.is_file():
         raise FileNotFoundError(f"no qrels at {path}")
     levels = {d["config"].get("rel_level", 1) for d in (a, b)}

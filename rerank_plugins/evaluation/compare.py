@@ -66,8 +66,8 @@ def _records(data: Mapping[str, Any], label: str) -> dict[str, Any]:
     """The label's per-query records, limited to the run's configured queries as its report is
     (a resumed run with a smaller ``--limit`` keeps the records of the queries it dropped)."""
     records = data["methods"][label]["records"]
-    wanted = data.get("config", {}).get("queries")
-    return {q: r for q, r in records.items() if q in set(wanted)} if wanted else dict(records)
+    wanted = set(data.get("config", {}).get("queries") or ())
+    return {q: r for q, r in records.items() if q in wanted} if wanted else dict(records)
 
 
 def _resolve_pairs(

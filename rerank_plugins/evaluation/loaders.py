@@ -41,6 +41,7 @@ __all__ = [
     "Qrels",
     "RerankQuery",
     "Run",
+    "beir_qrels_path",
     "default_data_dir",
     "load_beir",
     "load_beir_corpus",
@@ -359,6 +360,11 @@ def load_beir_corpus(path: str | os.PathLike[str], ids: Collection[str] | None =
     return corpus
 
 
+def beir_qrels_path(folder: str | os.PathLike[str], split: str = "test") -> Path:
+    """Where a BEIR folder keeps the judgments of ``split``: ``qrels/<split>.tsv``."""
+    return Path(folder) / "qrels" / f"{split}.tsv"
+
+
 def load_beir(folder: str | os.PathLike[str], split: str = "test", ids: Collection[str] | None = None) -> BeirDataset:
     """Read a BEIR folder: corpus, the queries judged in ``qrels/<split>.tsv``, and those qrels.
 
@@ -370,12 +376,13 @@ def load_beir(folder: str | os.PathLike[str], split: str = "test", ids: Collecti
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
-    qrels = load_beir_qrels(root / "qrels" / f"{split}.tsv")
+    qrels_path = beir_qrels_path(root, split)
+    qrels = load_beir_qrels(qrels_path)
     all_queries = load_beir_queries(root / "queries.jsonl")
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         raise DataFormatError(
-            root / "qrels" / f"{split}.tsv", 0,
+            qrels_path, 0,
             f"{len(missing)} judged query ids are not in queries.jsonl (first: {missing[0]!r})",
         )
     queries = {q: all_queries[q] for q in qrels}
