@@ -41,7 +41,7 @@ def main(n_queries: int) -> None:
     reranker = AttentionReranker(
         model=os.environ["RERANK_QUALITY_LLM_LARGE"], dtype="bfloat16", doc_max_tokens=256, heads=PROFILE
     )
-    print("loaded", rss_mb(), flush=True)
+    print("before the first query (the model loads on first use)", rss_mb(), flush=True)
     for query in queries:
         start = time.monotonic()
         reranker.rerank(query.query, [c.text for c in query.candidates])
