@@ -36,8 +36,12 @@ RECORD = "benchmarks/heads-scifact-bm25-15b/results.json"
 PROFILE = "rerank_plugins/rerankers/profiles/qwen2.5-coder-1.5b-instruct.json"
 
 
-def bare_forward(model: str, dtype: str) -> Callable[[str, list[str]], object]:
-    """transformers alone, no rerank_plugins code: one forward over the query and the passages."""
+def bare_forward(model: str, dtype: str, pad_multiple: int = 0) -> Callable[[str, list[str]], object]:
+    """transformers alone, no rerank_plugins code: one forward over the query and the passages.
+
+    With ``pad_multiple`` the prompt is right-padded (masked) to the next multiple of that many tokens,
+    so that many prompts share a few shapes; a causal model's outputs at the real tokens do not change.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,14 +51,25 @@ def bare_forward(model: str, dtype: str) -> Callable[[str, list[str]], object]:
     def forward(query: str, documents: list[str]) -> object:
         ids = [tokenizer(query)["input_ids"]]
         ids += [tokenizer(d)["input_ids"][:256] for d in documents]
+        flat = [t for part in ids for t in part]
+        padding = -len(flat) % pad_multiple if pad_multiple else 0
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        input_ids = torch.tensor([flat + [pad_id] * padding])
+        attention_mask = torch.tensor([[1] * len(flat) + [0] * padding])
         with torch.inference_mode():
-            return lm(input_ids=torch.tensor([[t for part in ids for t in part]]), logits_to_keep=1).logits
+            return lm(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1).logits
 
     return forward
 
 
 def main(
-    n_queries: int, model: str, profile: str, trace: bool = False, bare: bool = False, dtype: str = "bfloat16"
+    n_queries: int,
+    model: str,
+    profile: str,
+    trace: bool = False,
+    bare: bool = False,
+    dtype: str = "bfloat16",
+    pad_multiple: int = 0,
 ) -> None:
     with open(RECORD) as f:
         qids = json.load(f)["config"]["queries"][:n_queries]
@@ -68,13 +83,14 @@ def main(
         return round(process.memory_info().rss / 2**20)
 
     if bare:
-        rerank = bare_forward(model, dtype)
+        rerank = bare_forward(model, dtype, pad_multiple)
     else:
         reranker = AttentionReranker(model=model, dtype=dtype, doc_max_tokens=256, heads=profile)
         rerank = reranker.rerank
     knobs = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY", "MALLOC_MMAP_THRESHOLD_")
     settings = ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in knobs)
-    print(f"model {model} ({dtype}, {'bare forward' if bare else 'attention reranker'}), {settings}", flush=True)
+    kind = "bare forward" + (f", padded to a multiple of {pad_multiple} tokens" if pad_multiple else "")
+    print(f"model {model} ({dtype}, {kind if bare else 'attention reranker'}), {settings}", flush=True)
     print("before the first query", rss_mb(), flush=True)
     first_snapshot = None
     for number, query in enumerate(queries, start=1):
@@ -108,8 +124,13 @@ if __name__ == "__main__":
     parser.add_argument("--profile", default=PROFILE, help="the head profile (default: the 1.5B's)")
     parser.add_argument("--bare", action="store_true", help="transformers' forward alone instead of the reranker")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="weights' dtype")
+    parser.add_argument(
+        "--pad-multiple", type=int, default=0, help="with --bare: right-pad each prompt to a multiple of N tokens"
+    )
     parser.add_argument("--tracemalloc", action="store_true", help="also report Python allocations held, by line")
     args = parser.parse_args()
     if not args.model:
         parser.error("--model is required when RERANK_QUALITY_LLM_LARGE is not set")
-    main(args.queries, args.model, args.profile, args.tracemalloc, args.bare, args.dtype)
+    if args.pad_multiple and not args.bare:
+        parser.error("--pad-multiple applies to --bare only")
+    main(args.queries, args.model, args.profile, args.tracemalloc, args.bare, args.dtype, args.pad_multiple)
