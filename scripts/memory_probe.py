@@ -54,10 +54,12 @@ def bare_forward(model: str, dtype: str, pad_multiple: int = 0) -> Callable[[str
         flat = [t for part in ids for t in part]
         padding = -len(flat) % pad_multiple if pad_multiple else 0
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        input_ids = torch.tensor([flat + [pad_id] * padding])
-        attention_mask = torch.tensor([[1] * len(flat) + [0] * padding])
+        inputs = {"input_ids": torch.tensor([flat + [pad_id] * padding])}
+        if padding:
+            # Without padding no mask is passed, as in the runs that wrote the committed unpadded logs.
+            inputs["attention_mask"] = torch.tensor([[1] * len(flat) + [0] * padding])
         with torch.inference_mode():
-            return lm(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1).logits
+            return lm(**inputs, logits_to_keep=1).logits
 
     return forward
 
