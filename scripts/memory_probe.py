@@ -48,12 +48,13 @@ def bare_forward(model: str, dtype: str, pad_multiple: int = 0) -> Callable[[str
     tokenizer = AutoTokenizer.from_pretrained(model)
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
 
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
     def forward(query: str, documents: list[str]) -> object:
         ids = [tokenizer(query)["input_ids"]]
         ids += [tokenizer(d)["input_ids"][:256] for d in documents]
         flat = [t for part in ids for t in part]
         padding = -len(flat) % pad_multiple if pad_multiple else 0
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         inputs = {"input_ids": torch.tensor([flat + [pad_id] * padding])}
         if padding:
             # Without padding no mask is passed, as in the runs that wrote the committed unpadded logs.
@@ -133,6 +134,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if not args.model:
         parser.error("--model is required when RERANK_QUALITY_LLM_LARGE is not set")
+    if args.pad_multiple < 0:
+        parser.error("--pad-multiple must be 0 (no padding) or a positive number of tokens")
     if args.pad_multiple and not args.bare:
         parser.error("--pad-multiple applies to --bare only")
     main(args.queries, args.model, args.profile, args.tracemalloc, args.bare, args.dtype, args.pad_multiple)
