@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from rerank_plugins import registry
-from rerank_plugins.rerankers.listwise import ListwiseReranker
+from rerank_plugins.rerankers.listwise import LISTWISE_DOC_MAX_TOKENS, ListwiseReranker
 from rerank_plugins.scoring import get_core
 from rerank_plugins.scoring.core import CoreStats
+
+_UNSET = object()  # a parameter row that leaves `calibrate` to its default
 
 
 def doc(i: int) -> str:
@@ -241,20 +243,21 @@ def test_bad_options_raise(real_core, kwargs, match):
 @pytest.mark.parametrize(
     ("mode", "calibrate", "want"),
     [
-        ("first", "auto", (True, "content_free")),
+        ("first", _UNSET, (False, "content_free")),
         ("first", None, (False, "content_free")),
         ("first", False, (False, "content_free")),
         ("first", "none", (False, "content_free")),
         ("first", True, (True, "content_free")),
         ("first", "window", (True, "content_free")),
         ("first", "query", (True, "real")),
-        ("generate", "auto", (False, "content_free")),
+        ("generate", _UNSET, (False, "content_free")),
         ("generate", None, (False, "content_free")),
     ],
 )
 def test_calibrate_none_means_no_calibration_not_the_default(real_core, mode, calibrate, want):
     # The bench CLI parses `calibrate=none` to None; that must not fall back to the default.
-    options = ListwiseReranker(fake(real_core, 2), mode=mode, calibrate=calibrate).options
+    kwargs = {} if calibrate is _UNSET else {"calibrate": calibrate}
+    options = ListwiseReranker(fake(real_core, 2), mode=mode, **kwargs).options
     assert (options.calibrate, options.calibration_query) == want
 
 
@@ -273,7 +276,8 @@ def test_registry_builds_it_on_the_tiny_model(tiny_model):
     hits = r.rerank("capital of France", docs)
     assert sorted(order(hits)) == list(range(6))
     assert hits == r.rerank("capital of France", docs)
-    assert r.describe()["mode"] == "first" and r.describe()["calibrate"] is True
+    assert r.describe()["mode"] == "first" and r.describe()["calibrate"] is False
+    assert r.describe()["doc_max_tokens"] == LISTWISE_DOC_MAX_TOKENS
     assert r.describe()["calibration_query"] == "content_free"
 
 

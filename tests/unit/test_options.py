@@ -68,7 +68,7 @@ def test_options_are_frozen() -> None:
 
 def test_listwise_resolves_unset_options_from_its_mode() -> None:
     first = ListwiseOptions(window=8)
-    assert (first.stride, first.calibrate) == (4, True)
+    assert (first.stride, first.calibrate, first.doc_max_tokens) == (4, False, 96)
     generate = ListwiseOptions(mode="generate")
     assert generate.calibrate is False and "letters" in (generate.answer_instruction or "")
     # resolved values are not "set": an adapter passes on only what its user chose
