@@ -45,8 +45,9 @@ Two levers against identifier priors and position bias (both measured in BENCHMA
 Scores across windows: sliding windows (RankGPT: back to front, ``window`` passages moved by
 ``stride``, repeated ``passes`` times) reorder a running list; a passage's final score is
 ``(n - final_position) + p`` where ``p`` in [0, 1) is the passage's probability of being
-ranked first in the last window that ranked it (softmax over that window's calibrated,
-permutation-averaged identifier log-probabilities, rounded to 3 decimals; 0 in generate mode). The integer part makes
+ranked first in the last window that ranked it (softmax over that window's identifier
+log-probabilities, calibrated if ``calibrate``, averaged over ``permutations``, rounded to 3
+decimals; 0 in generate mode). The integer part makes
 scores from different windows comparable; the fraction keeps the model's confidence; the score
 is strictly decreasing along the final ranking.
 """
@@ -484,7 +485,7 @@ class ListwiseReranker(ModelReranker):
     def relevance(self, scores: Sequence[float]) -> list[float]:
         """First mode: the fractional part of the score, the probability that the model ranks the
         document first among the passages of the last window that ranked it (the window's
-        calibrated, permutation-averaged identifier probabilities). It compares documents of one
+        identifier probabilities, calibrated if asked and permutation-averaged). It compares documents of one
         window; across windows and calls it is a confidence, not a calibrated relevance (a window
         of 20 spreads probability over 20 passages). Generate mode has no probabilities: the rank
         within the call, 1 for the first document down to 0 for the last (min-max of the scores).
