@@ -22,7 +22,7 @@ gives enough single-token identifiers the constructor raises ``ValueError``.
 
 Prompt length and calibration defaults. Small instruction models rank a window worse the
 longer its prompt, so passages are cut to ``doc_max_tokens`` = 96 tokens here (about 2,200-token
-prompts for a window of 20), against 256 for the one-document strategies; and calibration is off.
+prompts for a window of 20; the shared default of ``LLMOptions`` is 256); and calibration is off.
 Both were chosen on SciFact *train* queries (40, dense MiniLM top-20, Qwen2.5-Coder-0.5B;
 BENCHMARKS.md, "FIRST defaults"): uncalibrated nDCG@10 0.480 / 0.401 / 0.340 at 96 / 128 / 256
 tokens (0.408 at 64), and calibration cost 0.08-0.11 at 96 and 256. Long RAG chunks keep their full text in

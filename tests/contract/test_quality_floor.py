@@ -77,13 +77,14 @@ MODELS = {"smollm2": "RERANK_TEST_LLM", "qwen": "RERANK_QUALITY_LLM"}
 
 # Measured misses, answer-over-best-distractor gaps per query in JUDGED order.
 KNOWN_MISSES = {
-    ("smollm2", "listwise"): "0/6 answers first (gaps -3.27 -4.15 -3.55 -2.13 -1.02 -4.24); the last "
-    "passage is ranked last in 5/6 queries: a position bias, not relevance",
+    ("smollm2", "listwise"): "0/6 answers first (gaps -3.34 -3.38 -1.32 -2.52 -1.32 -4.38 uncalibrated, the "
+    "default; calibrated -3.27 -4.15 -3.55 -2.13 -1.02 -4.24, the last passage ranked last in 5/6 queries)",
     ("smollm2", "pairwise"): "0/6 answers first (gaps -3.5 -1.5 -0.5 -4.0 -2.5 0.0 wins); in the first query "
     "P(first passage) is 0.44-0.54 for all 20 ordered pairs: the 135M model is at chance on PRP",
     ("smollm2", "pointwise"): "4/6 answers first (gaps -0.25 +0.23 -0.20 +0.42 +0.29 +0.18, calibrated; "
     "uncalibrated 3/6): the yes/no log-odds of the 135M model barely separate answers from off-topic text",
-    ("qwen", "listwise"): "3/6 answers first (gaps +1.07 +1.08 -2.15 -3.13 -2.08 +1.09)",
+    ("qwen", "listwise"): "3/6 answers first (gaps +1.05 +1.22 -3.29 -3.26 -1.21 +1.23 uncalibrated, the default; "
+    "calibrated +1.07 +1.08 -2.15 -3.13 -2.08 +1.09)",
     ("qwen", "pairwise"): "every score ties (gap 0.0 in 6/6): the two orders of each pair disagree (in the "
     "first query P(first passage) is 0.64-0.84 for all 20 ordered pairs), so the ties rule scores every pair "
     "0.5; aggregation='soft' would keep the signal",
