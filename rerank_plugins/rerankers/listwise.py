@@ -25,14 +25,14 @@ longer its prompt, so passages are cut to ``doc_max_tokens`` = 96 tokens here (a
 prompts for a window of 20; the shared default of ``LLMOptions`` is 256); and calibration is off.
 Both were chosen on SciFact *train* queries (40, dense MiniLM top-20, Qwen2.5-Coder-0.5B;
 BENCHMARKS.md, "FIRST defaults"): uncalibrated nDCG@10 0.480 / 0.401 / 0.340 at 96 / 128 / 256
-tokens (0.408 at 64), and calibration cost 0.08-0.11 at 96 and 256. Long RAG chunks keep their full text in
-the results; only what the model reads is cut.
+tokens (0.408 at 64), and calibration cost 0.08-0.11 at 96 and 256. Long RAG chunks keep their
+full text in the results; only what the model reads is cut.
 
 Two levers against identifier priors and position bias (both measured in BENCHMARKS.md):
 
-* ``calibrate`` (off by default): content-free calibration ("Calibrate Before Use", Zhao et al., 2021). The
-  same prompt with every passage replaced by ``"N/A"`` gives the model's prior for each
-  identifier position; its log-softmax is subtracted from the real one. With
+* ``calibrate`` (off by default): content-free calibration ("Calibrate Before Use", Zhao et
+  al., 2021). The same prompt with every passage replaced by ``"N/A"`` gives the model's prior
+  for each identifier position; its log-softmax is subtracted from the real one. With
   ``calibration_query="content_free"`` the query is content-free too and the prior is cached
   per window size (free after the first call); ``"real"`` keeps the real query (one short
   extra row per query and window size; the rows of all queries at one step share one extra
@@ -40,16 +40,17 @@ Two levers against identifier priors and position bias (both measured in BENCHMA
 * ``permutations=k``: permutation self-consistency ("Found in the Middle: Permutation
   Self-Consistency Improves Listwise Ranking in Large Language Models", Tang et al., 2024):
   the window is scored in k orderings (its current order, the reverse, then seeded shuffles)
-  and each passage's calibrated log-probabilities are averaged. k forward rows per window.
+  and each passage's log-probabilities (calibrated if asked) are averaged. k forward rows per
+  window.
 
 Scores across windows: sliding windows (RankGPT: back to front, ``window`` passages moved by
 ``stride``, repeated ``passes`` times) reorder a running list; a passage's final score is
 ``(n - final_position) + p`` where ``p`` in [0, 1) is the passage's probability of being
 ranked first in the last window that ranked it (softmax over that window's identifier
 log-probabilities, calibrated if ``calibrate``, averaged over ``permutations``, rounded to 3
-decimals; 0 in generate mode). The integer part makes
-scores from different windows comparable; the fraction keeps the model's confidence; the score
-is strictly decreasing along the final ranking.
+decimals; 0 in generate mode). The integer part makes scores from different windows
+comparable; the fraction keeps the model's confidence; the score is strictly decreasing along
+the final ranking.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ __all__ = [
     "ANSWER_PREFIX",
     "FIRST_INSTRUCTION",
     "GENERATE_INSTRUCTION",
-    "LISTWISE_DOC_MAX_TOKENS",
     "IdentifierScheme",
     "ListwiseOptions",
     "ListwiseReranker",
@@ -88,8 +88,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Mode = Literal["first", "generate"]
-
-LISTWISE_DOC_MAX_TOKENS = 96
 IdStyle = Literal["auto", "space", "bracket"]
 
 ANSWER_PREFIX = "Ranking:"
@@ -374,7 +372,7 @@ class ListwiseOptions(LLMOptions):
         "else fall back to sliding windows (counted as full_ranking_fallback).",
     )
     doc_max_tokens: PositiveInt = Field(
-        default=LISTWISE_DOC_MAX_TOKENS,
+        default=96,
         description="Per-passage token budget; a window shows all its passages in one prompt, so this "
         "default is smaller than the other strategies' (see the module docstring).",
     )
@@ -485,8 +483,8 @@ class ListwiseReranker(ModelReranker):
     def relevance(self, scores: Sequence[float]) -> list[float]:
         """First mode: the fractional part of the score, the probability that the model ranks the
         document first among the passages of the last window that ranked it (the window's
-        identifier probabilities, calibrated if asked and permutation-averaged). It compares documents of one
-        window; across windows and calls it is a confidence, not a calibrated relevance (a window
+        identifier probabilities, calibrated if asked and permutation-averaged). It compares
+        documents of one window; across windows and calls it is a confidence, not a calibrated relevance (a window
         of 20 spreads probability over 20 passages). Generate mode has no probabilities: the rank
         within the call, 1 for the first document down to 0 for the last (min-max of the scores).
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rerank_plugins import registry
-from rerank_plugins.rerankers.listwise import LISTWISE_DOC_MAX_TOKENS, ListwiseReranker
+from rerank_plugins.rerankers.listwise import ListwiseReranker
 from rerank_plugins.scoring import get_core
 from rerank_plugins.scoring.core import CoreStats
 
@@ -277,7 +277,7 @@ def test_registry_builds_it_on_the_tiny_model(tiny_model):
     assert sorted(order(hits)) == list(range(6))
     assert hits == r.rerank("capital of France", docs)
     assert r.describe()["mode"] == "first" and r.describe()["calibrate"] is False
-    assert r.describe()["doc_max_tokens"] == LISTWISE_DOC_MAX_TOKENS
+    assert r.describe()["doc_max_tokens"] == 96
     assert r.describe()["calibration_query"] == "content_free"
 
 
