@@ -484,9 +484,10 @@ class ListwiseReranker(ModelReranker):
         """First mode: the fractional part of the score, the probability that the model ranks the
         document first among the passages of the last window that ranked it (the window's
         identifier probabilities, calibrated if asked and permutation-averaged). It compares
-        documents of one window; across windows and calls it is a confidence, not a calibrated relevance (a window
-        of 20 spreads probability over 20 passages). Generate mode has no probabilities: the rank
-        within the call, 1 for the first document down to 0 for the last (min-max of the scores).
+        documents of one window; across windows and calls it is a confidence, not a calibrated
+        relevance (a window of 20 spreads probability over 20 passages). Generate mode has no
+        probabilities: the rank within the call, 1 for the first document down to 0 for the last
+        (min-max of the scores).
 
         Example:
             >>> from types import SimpleNamespace
