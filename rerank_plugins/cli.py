@@ -142,8 +142,11 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--qrels", metavar="FILE",
                       help="qrels, TREC or BEIR TSV (required with --candidates; overrides the BEIR split)")
     data.add_argument("--name", help="dataset name recorded in the results (default: from the file names)")
+    data.add_argument("--skip", type=_non_negative_int, default=0, metavar="S",
+                      help="leave out the first S judged queries, in input order (e.g. those a choice was made "
+                           "on; default: %(default)s)")
     data.add_argument("--limit", type=_positive_int, metavar="N",
-                      help="benchmark only the first N judged queries, in input order (default: all)")
+                      help="benchmark only the first N judged queries after --skip, in input order (default: all)")
 
     rr = p.add_argument_group("reranking")
     rr.add_argument("--depth", type=_positive_int, default=20, metavar="K",
@@ -232,7 +235,7 @@ def _bench_run(args: argparse.Namespace) -> int:
     command = _command(args)
     try:
         result = run_benchmark(
-            queries, qrels, methods, out_dir=out, depth=args.depth, limit=args.limit, dataset=name,
+            queries, qrels, methods, out_dir=out, depth=args.depth, skip=args.skip, limit=args.limit, dataset=name,
             measures=measures, rel_level=args.rel_level, bare_forward=args.bare_forward,
             bare_forward_queries=args.bare_forward_queries, bare_forward_model=args.model,
             doc_max_tokens=args.doc_max_tokens, fresh=args.fresh, progress=args.progress, plot=args.plot,

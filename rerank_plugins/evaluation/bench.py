@@ -284,6 +284,7 @@ def run_benchmark(
     *,
     out_dir: str | os.PathLike[str],
     depth: int = 20,
+    skip: int = 0,
     limit: int | None = None,
     dataset: str = "dataset",
     measures: Sequence[str] = DEFAULT_MEASURES,
@@ -309,7 +310,9 @@ def run_benchmark(
         out_dir: where results.json, results.md and the plot go; an existing results.json
             there is resumed unless ``fresh``.
         depth: how many first-stage candidates each method reranks.
-        limit: keep only the first ``limit`` judged queries (input order).
+        skip: leave out the first ``skip`` judged queries (input order), e.g. queries used to
+            choose something, so that the rest can be reported.
+        limit: keep only the first ``limit`` judged queries after ``skip`` (input order).
         dataset: a name recorded in the results (resuming checks it).
         measures: ir-measures names for the table; ``rel_level`` applies to binary ones.
         bare_forward: time the bare-forward reference for each distinct model core.
@@ -336,6 +339,8 @@ def run_benchmark(
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be a positive int, got {depth!r}")
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError(f"skip must be a non-negative int, got {skip!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     if bare_forward_queries is not None and bare_forward_queries < 1:
@@ -348,7 +353,7 @@ def run_benchmark(
     judged = [q for q in queries if q.qid in qrels]
     if len(judged) < len(queries):
         logger.warning("skipping %d queries without judgments", len(queries) - len(judged))
-    selected = judged[:limit] if limit is not None else judged
+    selected = judged[skip:][:limit]
     selected = [q for q in selected if q.candidates]
     if not selected:
         raise ValueError("no judged query with candidates to benchmark")
@@ -364,6 +369,7 @@ def run_benchmark(
     data["config"] = {
         "dataset": dataset,
         "depth": depth,
+        "skip": skip,
         "limit": limit,
         "queries": [q.qid for q in selected],
         "measures": list(measures),

@@ -169,6 +169,20 @@ def test_limit_and_bare_forward_subset(tmp_path: Path) -> None:
     assert result.plot_path is None
 
 
+def test_skip_leaves_out_the_first_judged_queries(tmp_path: Path) -> None:
+    result = run_benchmark(QUERIES, QRELS, [MethodSpec("test-counting")], out_dir=tmp_path, depth=3, skip=1, limit=1,
+                           bare_forward=False, plot=False, progress=False)
+    assert sorted(result.data["methods"]["test-counting"]["records"]) == ["q2"]
+    assert result.data["config"]["skip"] == 1 and result.data["config"]["queries"] == ["q2"]
+    assert [row["queries"] for row in result.summary] == [1, 1, 1]
+    # past the judged queries nothing is left: a clear error, not an empty report
+    with pytest.raises(ValueError, match="no judged query"):
+        run_benchmark(QUERIES, QRELS, [], out_dir=tmp_path, skip=3, plot=False, progress=False)
+    for bad in (-1, True, 1.0):
+        with pytest.raises(ValueError, match="skip must be a non-negative int"):
+            run_benchmark(QUERIES, QRELS, [], out_dir=tmp_path, skip=bad, plot=False, progress=False)  # type: ignore[arg-type]
+
+
 def test_bare_forward_budget_shrinks_to_fit_context() -> None:
     core = WordCore(max_length=12)
     ids, truncated, budget = bare_forward_prompt(core, "q", ["one two three four five", "six seven eight nine"], 512)
