@@ -682,6 +682,42 @@ def _select_heads_run(args: argparse.Namespace) -> int:
     return 0
 
 
+_POOL_HEADS_DESCRIPTION = """\
+Choose heads on the queries of several select-heads runs at once, without the model: each head's
+score is its mean over all their queries (each profile's every-head scores weighted by its number
+of queries), and the best --n-heads are kept. The profiles must come from the same model, metric
+and attention settings (prompt, order, doc-max-tokens...). The pooled profile records each source's
+selection (data, query ids, command).
+"""
+
+_POOL_HEADS_EPILOG = """\
+example:
+  rerank-plugins pool-heads heads.scifact-train.json heads.hotpotqa-51-200.json --n-heads 8 --out heads.pooled.json
+"""
+
+
+def _pool_heads_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("profiles", nargs="+", metavar="PROFILE", help="head profiles written by select-heads (two or more)")
+    p.add_argument("--n-heads", type=_positive_int, default=8, metavar="N", help="heads to keep (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the pooled head profile to write (JSON)")
+
+
+def _pool_heads_run(args: argparse.Namespace) -> int:
+    from rerank_plugins.rerankers.head_selection import pool_profiles
+    from rerank_plugins.rerankers.heads import HeadProfile
+
+    profile = pool_profiles([HeadProfile.load(p) for p in args.profiles], n_heads=args.n_heads)
+    profile.selection["command"] = _command(args)
+    out = profile.save(args.out)
+    sel = profile.selection
+    print(f"{profile.model.get('name')}: {sel['queries']} queries from {len(args.profiles)} selections; "
+          f"{sel['metric']} of every head summed: {sel['all_heads_score']}")
+    for h in profile.heads:
+        print(f"  layer {h.layer:>3}  head {h.head:>3}  {sel['metric']} {h.score:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
 _COMPARE_DESCRIPTION = """\
 Compare the per-query rankings of two `rerank-plugins bench` runs of the same queries (float32
 against bfloat16, in-process against served, before against after a change): for each method
@@ -781,6 +817,8 @@ SUBCOMMANDS += [
                epilog=_DECOMPOSITION_EPILOG),
     Subcommand("select-heads", "choose the retrieval heads of a model for attention reranking (a head profile)",
                _SELECT_HEADS_DESCRIPTION, _select_heads_arguments, _select_heads_run, epilog=_SELECT_HEADS_EPILOG),
+    Subcommand("pool-heads", "choose heads on several select-heads runs' queries at once (no model needed)",
+               _POOL_HEADS_DESCRIPTION, _pool_heads_arguments, _pool_heads_run, epilog=_POOL_HEADS_EPILOG),
     Subcommand("compare", "how far the rankings of two benchmark runs agree, query by query",
                _COMPARE_DESCRIPTION, _compare_arguments, _compare_run),
 ]  # fmt: skip

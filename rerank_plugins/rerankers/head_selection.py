@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from rerank_plugins.rerankers.attention import AttentionReranker
-from rerank_plugins.rerankers.heads import HeadProfile, HeadScore, backend_identity
+from rerank_plugins.rerankers.heads import HeadProfile, HeadScore, backend_identity, identity_matches
 
-__all__ = ["JudgedQuery", "mean_relevant_rank", "ndcg_at_k", "select_heads"]
+__all__ = ["JudgedQuery", "mean_relevant_rank", "ndcg_at_k", "pool_profiles", "select_heads"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,79 @@ def select_heads(
     grid = mean.view(n_layers, n_per_layer)
     return HeadProfile(
         model=identity,
+        heads=[HeadScore(j // n_per_layer, j % n_per_layer, round(float(mean[j]), 4)) for j in chosen],
+        selection=selection,
+        all_scores=[[round(float(x), 4) for x in row] for row in grid],
+    )
+
+
+#: what two selections must share to be pooled: the same measure of the same attention scores
+POOLED_SETTINGS = ("metric", "rel_level", "prompt", "order", "doc_max_tokens", "calibrate", "outlier_std",
+                   "content_free_query")  # fmt: skip
+
+
+def pool_profiles(profiles: Sequence[HeadProfile], *, n_heads: int = 8) -> HeadProfile:
+    """Choose heads on the queries of several selections at once (e.g. SciFact claims and HotpotQA questions).
+
+    Each profile holds every head's mean score over its own queries (``all_scores``); the pooled
+    score of a head is its mean over all the queries, so a selection counts by its number of
+    queries, exactly as :func:`select_heads` on the union would (up to the 4 decimals kept per
+    head). The profiles must come from the same model (:func:`identity_matches`) and the same
+    metric and attention settings; no model is loaded.
+
+    Example:
+        >>> a = HeadProfile({"name": "m"}, [HeadScore(0, 0, 0.9)], {"queries": 3, "metric": "ndcg@10"},
+        ...                 [[0.9, 0.1], [0.2, 0.3]])
+        >>> b = HeadProfile({"name": "m"}, [HeadScore(1, 1, 0.8)], {"queries": 1, "metric": "ndcg@10"},
+        ...                 [[0.1, 0.1], [0.2, 0.8]])
+        >>> [(h.layer, h.head, h.score) for h in pool_profiles([a, b], n_heads=2).heads]
+        [(0, 0, 0.7), (1, 1, 0.425)]
+    """
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
+        raise ValueError(f"n_heads must be a positive int, got {n_heads!r}")
+    if len(profiles) < 2:
+        raise ValueError(f"pooling needs at least two profiles, got {len(profiles)}")
+    first = profiles[0]
+    grids, counts = [], []
+    for p in profiles:
+        where = p.label if p.path is None else str(p.path)
+        if p.all_scores is None:
+            raise ValueError(f"{where}: has no 'all_scores' (every head's score), so it cannot be pooled")
+        if p is not first and p.model != first.model and not identity_matches(first.model, p.model):
+            raise ValueError(f"{where}: chosen on another model than {first.label} ({p.model.get('name')!r})")
+        for key in POOLED_SETTINGS:
+            if p.selection.get(key) != first.selection.get(key):
+                raise ValueError(f"{where}: {key} {p.selection.get(key)!r} differs from {first.label}'s "
+                                 f"{first.selection.get(key)!r}; only the same measure of the same scores pools")
+        n = p.selection.get("queries")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{where}: selection.queries must be a positive int, got {n!r}")
+        grid = torch.tensor(p.all_scores, dtype=torch.float64)
+        if grids and grid.shape != grids[0].shape:
+            raise ValueError(f"{where}: all_scores is {list(grid.shape)}, not {list(grids[0].shape)}")
+        grids.append(grid)
+        counts.append(n)
+    weights = torch.tensor(counts, dtype=torch.float64)
+    grid = (torch.stack(grids) * weights[:, None, None]).sum(0) / weights.sum()
+    n_per_layer = grid.shape[1]
+    mean = grid.flatten()
+    chosen = sorted(range(len(mean)), key=lambda j: (-float(mean[j]), j))[:n_heads]
+    sources = [{k: v for k, v in p.selection.items() if k not in POOLED_SETTINGS} for p in profiles]
+    all_heads = [p.selection.get("all_heads_score") for p in profiles]
+    selection = {
+        "method": "pooled: every head's mean score over the queries of all the sources",
+        **{key: first.selection.get(key) for key in POOLED_SETTINGS},
+        "n_heads": len(chosen),
+        "queries": sum(counts),
+        "all_heads_score": (
+            round(sum(s * n for s, n in zip(all_heads, counts, strict=True)) / sum(counts), 4)
+            if all(isinstance(s, (int, float)) for s in all_heads) else None
+        ),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sources": sources,
+    }  # fmt: skip
+    return HeadProfile(
+        model=first.model,
         heads=[HeadScore(j // n_per_layer, j % n_per_layer, round(float(mean[j]), 4)) for j in chosen],
         selection=selection,
         all_scores=[[round(float(x), 4) for x in row] for row in grid],

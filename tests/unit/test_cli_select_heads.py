@@ -108,3 +108,48 @@ def test_beir_with_a_dense_first_stage(tmp_path: Path, tiny_model: Path, fake_em
 def test_argument_errors(tmp_path: Path, tiny_model: Path, capsys, args: list[str], message: str) -> None:
     code, _ = select(tmp_path, tiny_model, *args)
     assert code == 1 and message in capsys.readouterr().err
+
+
+def test_pooling_two_selections_is_selecting_on_their_union(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    hotpot = str(write_multihop(tmp_path))
+    profiles = {}
+    for name, skip, limit in (("first", "0", "2"), ("second", "2", "1"), ("union", "0", "3")):
+        code, profiles[name] = select(tmp_path / name, tiny_model, "--multihop", hotpot, "--skip", skip,
+                                      "--limit", limit, "--n-heads", "5")  # fmt: skip
+        assert code == 0
+    pooled_path = tmp_path / "pooled.json"
+    sources = [str(tmp_path / n / "profile.json") for n in ("first", "second")]
+    assert main(["pool-heads", *sources, "--n-heads", "5", "--out", str(pooled_path)]) == 0
+    pooled, union = HeadProfile.load(pooled_path), profiles["union"]
+    assert pooled.pairs() == union.pairs()
+    assert pooled.all_scores is not None and union.all_scores is not None
+    assert max(abs(a - b) for ra, rb in zip(pooled.all_scores, union.all_scores, strict=True)
+               for a, b in zip(ra, rb, strict=True)) < 2e-4  # fmt: skip
+    sel = pooled.selection
+    assert sel["queries"] == 3 and [s["qids"] for s in sel["sources"]] == [["h0", "h1"], ["h2"]]
+    assert sel["prompt"] == "retrieval" and sel["command"].startswith("rerank-plugins pool-heads")
+    assert abs(sel["all_heads_score"] - union.selection["all_heads_score"]) < 2e-4
+    assert "3 queries from 2 selections" in capsys.readouterr().out
+
+
+def test_pooling_refuses_what_does_not_pool(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    hotpot = str(write_multihop(tmp_path))
+    for name, prompt in (("a", "retrieval"), ("b", "qa")):
+        assert select(tmp_path / name, tiny_model, "--multihop", hotpot, "--prompt", prompt)[0] == 0
+    a, b = str(tmp_path / "a" / "profile.json"), str(tmp_path / "b" / "profile.json")
+    out = str(tmp_path / "pooled.json")
+    assert main(["pool-heads", a, b, "--out", out]) == 1
+    assert "prompt 'qa' differs" in capsys.readouterr().err
+    assert main(["pool-heads", a, "--out", out]) == 1
+    assert "at least two profiles" in capsys.readouterr().err
+    bare = json.loads(Path(a).read_text())
+    del bare["all_scores"]
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    assert main(["pool-heads", a, str(tmp_path / "bare.json"), "--out", out]) == 1
+    assert "has no 'all_scores'" in capsys.readouterr().err
+    other = json.loads(Path(a).read_text())
+    other["model"] = {**other["model"], "config_sha256": "another"}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["pool-heads", a, str(tmp_path / "other.json"), "--out", out]) == 1
+    assert "chosen on another model" in capsys.readouterr().err
+    assert not Path(out).exists()
