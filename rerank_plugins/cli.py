@@ -11,6 +11,7 @@ Example:
     $ rerank-plugins index notes/ --embedder ~/.cache/rerank-models/minilm --out notes-index
     $ rerank-plugins search notes-index "how do I rotate the keys?" -k 5
     $ rerank-plugins select-heads --model ~/.cache/rerank-models/qwen --multihop dev_250.jsonl --out heads.json
+    $ rerank-plugins pool-heads heads.json heads.scifact.json --out heads.pooled.json
 """
 
 from __future__ import annotations

@@ -171,8 +171,7 @@ def select_heads(
         total += score(docs, q.grades)
         all_heads += score(summed[None], q.grades)[0]
     mean = total / len(usable)
-    ranked = sorted(range(len(mean)), key=lambda j: (-float(mean[j]), j))
-    chosen = ranked[:n_heads]
+    chosen = _best_heads(mean, n_per_layer, n_heads)
     options = reranker.options.settings()
     selection = {
         "method": "per-head calibrated query-to-document attention (QRHead-style), mean over queries",
@@ -199,10 +198,16 @@ def select_heads(
     grid = mean.view(n_layers, n_per_layer)
     return HeadProfile(
         model=identity,
-        heads=[HeadScore(j // n_per_layer, j % n_per_layer, round(float(mean[j]), 4)) for j in chosen],
+        heads=chosen,
         selection=selection,
         all_scores=[[round(float(x), 4) for x in row] for row in grid],
     )
+
+
+def _best_heads(mean: torch.Tensor, n_per_layer: int, n_heads: int) -> list[HeadScore]:
+    """The ``n_heads`` best of every head's score (flat, layer-major), best first; ties: lower layer, then head."""
+    order = sorted(range(len(mean)), key=lambda j: (-float(mean[j]), j))[:n_heads]
+    return [HeadScore(j // n_per_layer, j % n_per_layer, round(float(mean[j]), 4)) for j in order]
 
 
 #: what two selections must share to be pooled: the same measure of the same attention scores
@@ -255,7 +260,7 @@ def pool_profiles(profiles: Sequence[HeadProfile], *, n_heads: int = 8) -> HeadP
     grid = (torch.stack(grids) * weights[:, None, None]).sum(0) / weights.sum()
     n_per_layer = grid.shape[1]
     mean = grid.flatten()
-    chosen = sorted(range(len(mean)), key=lambda j: (-float(mean[j]), j))[:n_heads]
+    chosen = _best_heads(mean, n_per_layer, n_heads)
     sources = [{k: v for k, v in p.selection.items() if k not in POOLED_SETTINGS} for p in profiles]
     all_heads = [p.selection.get("all_heads_score") for p in profiles]
     selection = {
@@ -272,7 +277,7 @@ def pool_profiles(profiles: Sequence[HeadProfile], *, n_heads: int = 8) -> HeadP
     }  # fmt: skip
     return HeadProfile(
         model=first.model,
-        heads=[HeadScore(j // n_per_layer, j % n_per_layer, round(float(mean[j]), 4)) for j in chosen],
+        heads=chosen,
         selection=selection,
         all_scores=[[round(float(x), 4) for x in row] for row in grid],
     )
