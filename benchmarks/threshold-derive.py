@@ -3,7 +3,7 @@
 For each record: every (query, passage) of the reranked top-20, the passage's normalised relevance
 (`PointwiseReranker.relevance`, the value `score_threshold` compares with) and whether the qrels judge
 it relevant. For each threshold: the share of passages kept, the share of kept passages that are
-relevant (precision) and the share of the relevant passages that are kept (recall).
+relevant (precision) and the share of the relevant passages in the top-20 that are kept (recall).
 
     python benchmarks/threshold-derive.py > benchmarks/threshold-pointwise.md
 """
@@ -22,7 +22,7 @@ DL19_QRELS = ROOT.parent.parent / "shared/data/trec-dl-2019/qrels.dl19-passage.t
 SCIFACT_QRELS = ROOT.parent.parent / "shared/data/scifact/qrels/test.tsv"
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
 
-# (record folder, what it is, qrels, the lowest grade that counts as relevant: DL19's nDCG uses 2)
+# (record folder, what it is, qrels, the lowest grade that counts as relevant: TREC DL's 2)
 RECORDS = [
     ("dl19-05b-43q-bfloat16", "DL19, 43 queries, BM25 top-20, 0.5B", DL19_QRELS, 2),
     ("dl19-15b-43q-bfloat16", "DL19, 43 queries, BM25 top-20, 1.5B", DL19_QRELS, 2),
