@@ -10,11 +10,11 @@ relevant (precision) and the share of the relevant passages in the top-20 that a
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
+from rerank_plugins.evaluation.compare import load_results
 from rerank_plugins.evaluation.loaders import load_qrels
+from rerank_plugins.evaluation.measure import method_records
 from rerank_plugins.rerankers.pointwise import PointwiseReranker
 
 ROOT = Path(__file__).resolve().parent
@@ -44,18 +44,15 @@ def judged_relevances(records: dict, qrels: dict[str, dict[str, int]], level: in
 
 
 def main() -> None:
+    qrels = {path: load_qrels(path) for path in (DL19_QRELS, SCIFACT_QRELS)}
     print("| record | queries | relevant share | threshold: kept / precision / recall |")
     print("|---|---:|---:|---|")
     for folder, label, qrels_path, level in RECORDS:
-        record = ROOT / folder
-        if not (record / "results.json").is_file():
-            print(f"skipped {folder}: no results.json", file=sys.stderr)
-            continue
-        records = json.loads((record / "results.json").read_text(encoding="utf-8"))["methods"]["pointwise"]["records"]
-        pairs = judged_relevances(records, load_qrels(qrels_path), level)
+        # the run's configured queries, as `rerank-plugins compare` and the bench report count them
+        records = method_records(load_results(ROOT / folder), "pointwise")
+        pairs = judged_relevances(records, qrels[qrels_path], level)
         if not pairs:
-            print(f"skipped {folder}: no pointwise records yet", file=sys.stderr)
-            continue
+            raise SystemExit(f"{folder}: no pointwise records")
         relevant = sum(rel for _, rel in pairs)
         cells = []
         for t in THRESHOLDS:

@@ -55,6 +55,7 @@ from rerank_plugins.evaluation.measure import (
     load_json,
     machine_footer,
     markdown_table,
+    method_records,
     now,
     percentile,
     resume_machine,
@@ -727,11 +728,10 @@ def summarize(
     costs are per query (medians, p90, means), memory is the peak over its queries.
     """
     names = measure_names(measures, rel_level)
-    wanted = data["config"].get("queries") or []
     rows = []
     medians: dict[str, float] = {}
     for label, entry in data["methods"].items():
-        recs = {q: r for q, r in entry["records"].items() if q in set(wanted)} if wanted else entry["records"]
+        recs = method_records(data, label)
         row: dict[str, Any] = {"label": label, "kind": entry.get("kind"), "name": entry.get("name"),
                                "options": entry.get("options", {}), "queries": len(recs),
                                "model": entry.get("model"), "reference": entry.get("reference"),

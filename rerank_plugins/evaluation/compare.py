@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_plugins.evaluation.loaders import Qrels
-from rerank_plugins.evaluation.measure import load_json, markdown_table
+from rerank_plugins.evaluation.measure import load_json, markdown_table, method_records
 from rerank_plugins.evaluation.metrics import evaluate, measure_names
 
 __all__ = ["compare_results", "load_results", "paired_quality", "render_comparison", "render_paired_quality"]
@@ -60,14 +60,6 @@ def _methods(data: Mapping[str, Any]) -> list[str]:
 def _rankers(data: Mapping[str, Any]) -> list[str]:
     """Labels that hold rankings: the methods and the first stage (a baseline)."""
     return [label for label, e in data["methods"].items() if e.get("kind") in ("method", "baseline")]
-
-
-def _records(data: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """The label's per-query records, limited to the run's configured queries as its report is
-    (a resumed run with a smaller ``--limit`` keeps the records of the queries it dropped)."""
-    records = data["methods"][label]["records"]
-    wanted = set(data.get("config", {}).get("queries") or ())
-    return {q: r for q, r in records.items() if q in wanted} if wanted else dict(records)
 
 
 def _resolve_pairs(
@@ -138,7 +130,7 @@ def compare_results(
         raise ValueError(f"depth must be a positive int, got {depth!r}")
     rows = []
     for la, lb in _resolve_pairs(a, b, pairs):
-        ra, rb = _records(a, la), _records(b, lb)
+        ra, rb = method_records(a, la), method_records(b, lb)
         common = [q for q in ra if q in rb]
         identical = top10 = top5 = 0
         taus: list[float] = []
@@ -231,7 +223,7 @@ def paired_quality(
     (name,) = measure_names([measure], rel_level)
     rows = []
     for la, lb in _resolve_pairs(a, b, pairs):
-        ra, rb = _records(a, la), _records(b, lb)
+        ra, rb = method_records(a, la), method_records(b, lb)
         common = [q for q in ra if q in rb and q in qrels]
         if not common:
             raise ValueError(f"{la!r} and {lb!r} share no judged query")

@@ -44,6 +44,7 @@ __all__ = [
     "machine_footer",
     "machine_summary",
     "markdown_table",
+    "method_records",
     "now",
     "percentile",
     "resume_machine",
@@ -342,6 +343,14 @@ def load_json(path: str | os.PathLike[str], hint: str = "remove it or use anothe
     if not isinstance(data, dict):
         raise ValueError(f"{p}: not a JSON object; {hint}")
     return data
+
+
+def method_records(data: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The label's per-query records, limited to the run's configured queries as its report is
+    (a resumed run with a smaller ``--limit`` keeps the records of the queries it dropped)."""
+    records = data["methods"][label]["records"]
+    wanted = set(data.get("config", {}).get("queries") or ())
+    return {q: r for q, r in records.items() if q in wanted} if wanted else dict(records)
 
 
 def save_json(path: str | os.PathLike[str], data: Any) -> Path:
