@@ -5,9 +5,10 @@ rankings keeps what each gets right. Two fusions, both over one call's documents
 
 * ``"rrf"``: reciprocal-rank fusion ("Reciprocal Rank Fusion outperforms Condorcet and
   individual Rank Learning Methods", Cormack, Clarke and Buettcher, SIGIR 2009) of the
-  reranker's ranking with the input order: ``1 / (k + reranker rank) + 1 / (k + input rank)``,
-  ranks from 1, ``k`` = ``fusion_k`` (60). The input order is the first stage's ranking; its
-  scores are not used.
+  reranker's ranking with the input order: ``2w / (k + reranker rank) + 2(1 - w) / (k + input
+  rank)``, ranks from 1, ``k`` = ``fusion_k`` (60), ``w`` = ``fusion_weight`` (0.5, where it is
+  the plain sum ``1 / (k + reranker rank) + 1 / (k + input rank)``; weighted as in LangChain's
+  ``EnsembleRetriever``). The input order is the first stage's ranking; its scores are not used.
 * ``"interpolate"``: ``w * minmax(reranker scores) + (1 - w) * minmax(retrieval scores)``,
   ``w`` = ``fusion_weight`` (0.5), each min-max taken within the call (a convex combination of
   min-max normalised scores, as analysed in "An Analysis of Fusion Functions for Hybrid
@@ -80,11 +81,16 @@ class FusionSettings(BaseModel):
         default="none",
         description='Combine the reranker\'s ranking with the first stage: "none" (the reranker alone), "rrf" '
         '(reciprocal-rank fusion with the input order) or "interpolate" (min-max normalised reranker and '
-        "retrieval scores, weighted by fusion_weight; the input order stands in for missing retrieval scores).",
+        "retrieval scores; the input order stands in for missing retrieval scores).",
     )
     fusion_k: PositiveInt = Field(default=60, description="The k of reciprocal-rank fusion: 1 / (k + rank).")
     fusion_weight: Annotated[float, Strict()] = Field(
-        default=0.5, ge=0.0, le=1.0, description="The reranker's weight in interpolation (the retriever gets 1 - it)."
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The reranker's weight in either fusion, the first stage's is 1 - it: of the reciprocal ranks in "
+        '"rrf" (0.5: the plain sum), of the min-max normalised scores in "interpolate". Lower it for a reranker that '
+        "ranks worse than the retriever on your data.",
     )
 
 
@@ -113,15 +119,21 @@ def ranks(scores: Sequence[float]) -> list[int]:
     return out
 
 
-def reciprocal_rank_fusion(scores: Sequence[float], k: int = 60) -> list[float]:
-    """RRF of the ranking by ``scores`` with the input order: ``1/(k + rank) + 1/(k + position + 1)``.
+def reciprocal_rank_fusion(scores: Sequence[float], k: int = 60, weight: float = 0.5) -> list[float]:
+    """RRF of the ranking by ``scores`` with the input order: ``2w/(k + rank) + 2(1 - w)/(k + position + 1)``.
+
+    The factor 2 makes the default ``weight`` of 0.5 the plain, unweighted RRF sum.
 
     Example:
         >>> fused = reciprocal_rank_fusion([0.0, 5.0], k=1)  # reranker flips a two-document list
         >>> fused[0] == fused[1]  # a tie: the input order breaks it
         True
+        >>> reciprocal_rank_fusion([0.0, 5.0], k=1, weight=0.25)  # the input order weighs more
+        [0.9166666666666666, 0.75]
     """
-    return [1.0 / (k + r) + 1.0 / (k + i + 1) for i, r in enumerate(ranks(scores))]
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+    return [2.0 * (weight / (k + r) + (1.0 - weight) / (k + i + 1)) for i, r in enumerate(ranks(scores))]
 
 
 def min_max(values: Sequence[float]) -> list[float]:
@@ -176,7 +188,7 @@ def fuse(
     """
     opts = options or FusionOptions()
     if opts.fusion == "rrf":
-        return reciprocal_rank_fusion(scores, opts.fusion_k)
+        return reciprocal_rank_fusion(scores, opts.fusion_k, opts.fusion_weight)
     if opts.fusion == "interpolate":
         return interpolate(scores, retrieval_scores, opts.fusion_weight)
     return [float(s) for s in scores]

@@ -448,6 +448,14 @@ def test_rrf_fusion_with_the_input_order(case: Case, fakes: list[FakeReranker]) 
     assert _result(case.face, async_out) == expected
 
 
+def test_weighted_rrf_leans_on_the_input_order(case: Case) -> None:
+    adapter = case.build(fusion="rrf", fusion_weight=0.1)
+    out = case.face.run(adapter, case.face.make(TEXTS, RETRIEVAL_SCORES), "which?")
+    expected = _ranked(fusion={"fusion": "rrf", "fusion_weight": 0.1})
+    # a weight of 0.1 keeps the input order, even where the reranker puts alpha last
+    assert _result(case.face, out) == expected and [t for t, _ in expected] == TEXTS
+
+
 def test_interpolation_with_the_retrieval_scores(case: Case) -> None:
     reversed_scores = list(reversed(RETRIEVAL_SCORES))  # the retriever liked echo best
     adapter = case.build(fusion="interpolate", fusion_weight=0.5, **(case.face.retrieval_option or {}))

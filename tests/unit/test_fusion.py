@@ -84,6 +84,25 @@ def test_ranks_rrf_min_max_interpolate() -> None:
     assert fuse(scores, FusionOptions(fusion="rrf", fusion_k=10)) == reciprocal_rank_fusion(scores, 10)
 
 
+def test_weighted_rrf() -> None:
+    scores = [0.1, 0.9, 0.5, 0.7]  # the reranker's order: 1, 3, 2, 0; the input order: 0, 1, 2, 3
+    # weight 1: the reranker's ranking alone; weight 0: the input order alone (each at twice its share)
+    assert ranks(reciprocal_rank_fusion(scores, k=60, weight=1.0)) == ranks(scores)
+    assert reciprocal_rank_fusion(scores, k=1, weight=0.0) == [2 / 2, 2 / 3, 2 / 4, 2 / 5]
+    assert reciprocal_rank_fusion(scores, k=1, weight=0.25) == [
+        2 * (0.25 / 5 + 0.75 / 2), 2 * (0.25 / 2 + 0.75 / 3), 2 * (0.25 / 4 + 0.75 / 4), 2 * (0.25 / 3 + 0.75 / 5)
+    ]
+    # a lower weight moves the fused order toward the input order
+    assert ranks(reciprocal_rank_fusion(scores, k=1, weight=0.25)) == [1, 2, 3, 4]
+    # a higher one toward the reranker's (the input's first document still passes the reranker's third)
+    assert ranks(reciprocal_rank_fusion(scores, k=1, weight=0.75)) == [3, 1, 4, 2]
+    opts = FusionOptions(fusion="rrf", fusion_k=1, fusion_weight=0.25)
+    assert fuse(scores, opts) == reciprocal_rank_fusion(scores, 1, 0.25)
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="weight must be in"):
+            reciprocal_rank_fusion(scores, weight=bad)
+
+
 def test_fusion_options_are_checked() -> None:
     for bad, name in [({"fusion": "max"}, "fusion"), ({"fusion_k": 0}, "fusion_k"), ({"fusion_k": True}, "fusion_k"),
                       ({"fusion_weight": 1.5}, "fusion_weight"), ({"fusion_weight": "0.5"}, "fusion_weight")]:
