@@ -83,7 +83,9 @@ class FusionSettings(BaseModel):
         '(reciprocal-rank fusion with the input order) or "interpolate" (min-max normalised reranker and '
         "retrieval scores; the input order stands in for missing retrieval scores).",
     )
-    fusion_k: PositiveInt = Field(default=60, description="The k of reciprocal-rank fusion: 1 / (k + rank).")
+    fusion_k: PositiveInt = Field(
+        default=60, description="The k of reciprocal-rank fusion: each ranking adds weight / (k + rank)."
+    )
     fusion_weight: Annotated[float, Strict()] = Field(
         default=0.5,
         ge=0.0,
@@ -170,6 +172,8 @@ def interpolate(scores: Sequence[float], retrieval_scores: Sequence[float] | Non
         >>> interpolate([0.0, 1.0, 2.0], [3.0, 2.0, 1.0], weight=0.75)
         [0.25, 0.5, 0.75]
     """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight!r}")
     n = len(scores)
     first = _input_order(n) if retrieval_scores is None else min_max(retrieval_scores)
     if len(first) != n:

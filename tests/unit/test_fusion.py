@@ -98,9 +98,11 @@ def test_weighted_rrf() -> None:
     assert ranks(reciprocal_rank_fusion(scores, k=1, weight=0.75)) == [3, 1, 4, 2]
     opts = FusionOptions(fusion="rrf", fusion_k=1, fusion_weight=0.25)
     assert fuse(scores, opts) == reciprocal_rank_fusion(scores, 1, 0.25)
-    for bad in (-0.1, 1.1):
+    for bad in (-0.1, 1.1, float("nan")):
         with pytest.raises(ValueError, match="weight must be in"):
             reciprocal_rank_fusion(scores, weight=bad)
+        with pytest.raises(ValueError, match="weight must be in"):
+            interpolate(scores, None, weight=bad)
 
 
 def test_fusion_options_are_checked() -> None:
