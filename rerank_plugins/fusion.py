@@ -121,6 +121,12 @@ def ranks(scores: Sequence[float]) -> list[int]:
     return out
 
 
+def _check_weight(weight: float) -> None:
+    """The reranker's share in either fusion: a number in [0, 1] (NaN fails too)."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+
+
 def reciprocal_rank_fusion(scores: Sequence[float], k: int = 60, weight: float = 0.5) -> list[float]:
     """RRF of the ranking by ``scores`` with the input order: ``2w/(k + rank) + 2(1 - w)/(k + position + 1)``.
 
@@ -133,8 +139,7 @@ def reciprocal_rank_fusion(scores: Sequence[float], k: int = 60, weight: float =
         >>> reciprocal_rank_fusion([0.0, 5.0], k=1, weight=0.25)  # the input order weighs more
         [0.9166666666666666, 0.75]
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+    _check_weight(weight)
     return [2.0 * (weight / (k + r) + (1.0 - weight) / (k + i + 1)) for i, r in enumerate(ranks(scores))]
 
 
@@ -172,8 +177,7 @@ def interpolate(scores: Sequence[float], retrieval_scores: Sequence[float] | Non
         >>> interpolate([0.0, 1.0, 2.0], [3.0, 2.0, 1.0], weight=0.75)
         [0.25, 0.5, 0.75]
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+    _check_weight(weight)
     n = len(scores)
     first = _input_order(n) if retrieval_scores is None else min_max(retrieval_scores)
     if len(first) != n:
