@@ -29,6 +29,7 @@ RECORDS = [
     ("scifact-bm25-05b", "SciFact test, 100 queries, BM25 top-20, 0.5B", SCIFACT_QRELS, 1),
     ("scifact-dense-05b-pointwise", "SciFact test, 100 queries, dense top-20, 0.5B", SCIFACT_QRELS, 1),
     ("scifact-bm25-15b-pointwise", "SciFact test, 100 queries, BM25 top-20, 1.5B", SCIFACT_QRELS, 1),
+    ("scifact-dense-15b-pointwise", "SciFact test, 100 queries, dense top-20, 1.5B", SCIFACT_QRELS, 1),
 ]
 
 
